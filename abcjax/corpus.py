@@ -1,0 +1,183 @@
+"""Read ABC files into a list of tunes, and say what was read and what was left out.
+
+The model learns from whole tunes only, so this module keeps exactly the text a tune is
+made of (ABC 2.1: from its X: line to the first blank line) and drops everything the
+model should not imitate: file headers, free text between tunes, and comment lines.
+"""
+
+import collections
+import dataclasses
+import pathlib
+
+from abcjax.errors import AbcjaxError
+
+# One skipped tune: (where, why), e.g. ("data/x.abc:12", "no K: header").
+Skip = tuple[str, str]
+
+NO_KEY = "no K: header"
+NO_BODY = "no body"
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusReport:
+    """What reading the corpus did, so a user can check the data before training on it."""
+
+    files: tuple[str, ...]
+    num_tunes: int
+    num_chars: int
+    skipped: tuple[Skip, ...]
+
+    def summary(self) -> str:
+        """One line for the log: counts, and why tunes were skipped when some were."""
+        line = (
+            f"read {_count(len(self.files), 'file')}: {_count(self.num_tunes, 'tune')}, "
+            f"{_count(self.num_chars, 'character')}, "
+            f"{_count(len(self.skipped), 'tune')} skipped"
+        )
+        if self.skipped:
+            line += f"; skipped: {_reason_counts(self.skipped)}"
+        return line
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """The tunes to train on (each its lines joined by newlines) and how they were read."""
+
+    tunes: tuple[str, ...]
+    report: CorpusReport
+
+
+def find_abc_files(path_spec: str) -> list[pathlib.Path]:
+    """Turn "file", "dir" or "a.abc,dir,..." into the files to read, failing early on typos.
+
+    A directory stands for its *.abc files, sorted by name so runs are reproducible; it
+    is not searched recursively, so what is read is easy to see with ls.
+    """
+    parts = [part.strip() for part in path_spec.split(",") if part.strip()]
+    if not parts:
+        raise AbcjaxError("no corpus path given: give an ABC file, a directory, or a comma list")
+    return [file for part in parts for file in _files_at(pathlib.Path(part))]
+
+
+def split_tunes(text: str, source: str) -> tuple[list[str], list[Skip]]:
+    """Cut ABC text into tunes, and list the tunes that cannot be learnt from and why.
+
+    source names the text in the skipped list as "source:line", the line of the X: line,
+    so the user can find and fix the tune.
+    """
+    tunes: list[str] = []
+    skipped: list[Skip] = []
+    for line_number, lines in _tune_blocks(_clean_lines(text)):
+        reason = _skip_reason(lines)
+        if reason:
+            skipped.append((f"{source}:{line_number}", reason))
+        else:
+            tunes.append("\n".join(lines))
+    return tunes, skipped
+
+
+def read_corpus(path_spec: str) -> Corpus:
+    """Read every file in path_spec into one corpus, failing if nothing usable is left."""
+    files = find_abc_files(path_spec)
+    tunes: list[str] = []
+    skipped: list[Skip] = []
+    for file in files:
+        file_tunes, file_skipped = split_tunes(_read_text(file), str(file))
+        if not file_tunes and not file_skipped:
+            raise AbcjaxError(f"{file}: no tunes found (a tune starts with an X: line)")
+        tunes.extend(file_tunes)
+        skipped.extend(file_skipped)
+    names = ", ".join(str(file) for file in files)
+    if not tunes:
+        raise AbcjaxError(
+            f"every tune in {names} was skipped ({_reason_counts(skipped)}): "
+            "each tune needs a K: line followed by its music"
+        )
+    report = CorpusReport(
+        files=tuple(str(file) for file in files),
+        num_tunes=len(tunes),
+        num_chars=sum(len(tune) for tune in tunes),
+        skipped=tuple(skipped),
+    )
+    return Corpus(tunes=tuple(tunes), report=report)
+
+
+def _files_at(path: pathlib.Path) -> list[pathlib.Path]:
+    """The file itself, or a directory's *.abc files; an error if there is nothing there."""
+    if not path.exists():
+        raise AbcjaxError(f"{path}: no such file or directory: check the corpus path")
+    if not path.is_dir():
+        return [path]
+    files = sorted(path.glob("*.abc"))
+    if not files:
+        raise AbcjaxError(f"{path}: directory has no *.abc files: put ABC files in it")
+    return files
+
+
+def _read_text(path: pathlib.Path) -> str:
+    """A file's text as UTF-8 without a BOM; an error for unreadable, undecodable or empty."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        hint = "check the path and its permissions"
+        raise AbcjaxError(f"{path}: cannot read it ({reason}): {hint}") from error
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        where = f"at byte {error.start} (line {line})"
+        raise AbcjaxError(f"{path}: not valid UTF-8 {where}: re-save the file as UTF-8") from error
+    if not text.strip():
+        raise AbcjaxError(f"{path} is empty: give an ABC file with at least one tune")
+    return text
+
+
+def _clean_lines(text: str) -> list[tuple[int, str]]:
+    """Numbered lines with any line ending, no trailing blanks and no % comment lines.
+
+    Comments (and %% directives) go wherever they are, so the model never learns them;
+    the numbers are kept so that messages point at the right line of the file.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    numbered = ((number, line.rstrip()) for number, line in enumerate(lines, start=1))
+    return [(number, line) for number, line in numbered if not line.startswith("%")]
+
+
+def _tune_blocks(lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    """Each tune's X: line number and lines: from an X: line to a blank line or the next X:.
+
+    Lines outside a tune (the file header, free text between tunes) belong to no block.
+    """
+    blocks: list[tuple[int, list[str]]] = []
+    current: list[str] | None = None
+    for number, line in lines:
+        if line.startswith("X:"):
+            current = [line]
+            blocks.append((number, current))
+        elif not line:
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def _skip_reason(lines: list[str]) -> str | None:
+    """Why a tune is no use to learn from (no key, or no music after it), or None if it is."""
+    key_lines = [index for index, line in enumerate(lines) if line.startswith("K:")]
+    if not key_lines:
+        return NO_KEY
+    if key_lines[0] == len(lines) - 1:
+        return NO_BODY
+    return None
+
+
+def _reason_counts(skipped: list[Skip] | tuple[Skip, ...]) -> str:
+    """How many tunes were skipped for each reason, e.g. "2 no K: header, 1 no body"."""
+    counts = collections.Counter(reason for _, reason in skipped)
+    return ", ".join(f"{count} {reason}" for reason, count in counts.most_common())
+
+
+def _count(number: int, noun: str) -> str:
+    """A count a person reads at a glance, e.g. "1 file", "2 files", "197,618 characters"."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

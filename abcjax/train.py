@@ -1,0 +1,169 @@
+"""The training loop: corpus -> dataset -> model -> compiled steps -> checkpoints and metrics.
+
+`train_and_evaluate(config, workdir)` is the whole job, importable from a notebook; the CLI only
+parses arguments and calls it. Running it again on the same workdir resumes from the latest
+checkpoint; Ctrl-C and SIGTERM save the current step before it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pathlib
+import signal
+import time
+
+import jax
+import ml_collections
+
+from abcjax import checkpoint, corpus, data, metrics, parallel, steps
+from abcjax import config as config_lib
+from abcjax.errors import AbcjaxError
+from abcjax.model import CharLstm, ModelConfig, count_params
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    step: int  # the step the run stopped at (and checkpointed)
+    last_metrics: dict[str, float]  # the last figures logged, empty when no step ran
+    stopped_by_signal: int | None  # SIGINT or SIGTERM when the run was interrupted
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> TrainResult:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = parallel.make_mesh()
+    parallel.check_divisible(config.train.batch_size, mesh, "train.batch_size")
+
+    tunes = corpus.read_corpus(config.data.path)
+    metrics.say(tunes.report.summary())
+    dataset = data.make_dataset(
+        tunes.tunes, config.data.seq_length, config.data.val_fraction, config.seed, config.data.path
+    )
+    metrics.say(
+        f"vocabulary {dataset.vocab.size} characters; train {dataset.num_train_tunes} tunes "
+        f"({len(dataset.train_tokens):,} chars), validation {dataset.num_val_tunes} tunes "
+        f"({len(dataset.val_tokens):,} chars)"
+    )
+
+    model = CharLstm(ModelConfig.from_config(config, dataset.vocab.size))
+    tx = steps.make_optimizer(config)
+    store = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+    try:
+        state = _initial_state(config, dataset.vocab, model, tx, store, mesh)
+        metrics.say(f"model: {count_params(state.params):,} parameters; {_describe_devices(mesh)}")
+        return _run(config, workdir, dataset, model, tx, store, mesh, state)
+    finally:
+        store.wait()
+        store.close()
+
+
+def _describe_devices(mesh) -> str:
+    count, platform = mesh.devices.size, jax.devices()[0].platform.upper()
+    plural = "s" if count > 1 else ""
+    return f"data-parallel over {count} {platform} device{plural} in {jax.process_count()} process(es)"
+
+
+def _initial_state(config, vocab, model, tx, store, mesh) -> steps.TrainState:
+    """A fresh state, or the latest checkpoint's after checking it was made for this model."""
+    fresh = parallel.replicate(steps.create_train_state(model, tx, config.seed), mesh)
+    latest = store.latest_step()
+    if latest is None:
+        return fresh
+    step, saved_config, saved_vocab = store.restore_metadata(latest)
+    for key, value in config.model.to_dict().items():
+        if saved_config["model"].get(key) != value:
+            raise AbcjaxError(
+                f"{store.directory} holds a model with model.{key}={saved_config['model'].get(key)!r}, "
+                f"but the config says {value!r}: use the same model config to resume, or a new --workdir"
+            )
+    if data.Vocabulary.from_json(saved_vocab) != vocab:
+        raise AbcjaxError(
+            f"{store.directory} holds a model trained on other characters than {config.data.path} has: "
+            "resume with the same data.path, or use a new --workdir"
+        )
+    metrics.say(f"resuming from the checkpoint of step {step}")
+    return store.restore_state(step, fresh, mesh)
+
+
+def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult:
+    """The step loop: log, evaluate and checkpoint on schedule; stop cleanly on a signal."""
+    train_cfg = config.train
+    first_step, last_step = int(state.step), train_cfg.steps
+    config_json = config_lib.to_json(config)
+    metadata = (config.to_dict(), dataset.vocab.to_json())
+    if first_step >= last_step:
+        metrics.say(f"already trained to step {first_step}: raise --config.train.steps to train further")
+        return TrainResult(first_step, {}, None)
+
+    tokens = parallel.replicate(dataset.train_tokens, mesh)
+    evaluate = _make_evaluator(dataset, model, mesh, config)
+    train_step = _compile(steps.make_train_step(model, tx, config, mesh), state, tokens)
+    writer = metrics.MetricsWriter(workdir, first_step)
+    writer.write_config(config_json)
+    progress = metrics.Progress(first_step, last_step)
+    chars_per_step = train_cfg.batch_size * config.data.seq_length
+    logged: dict[str, float] = {}
+    try:
+        with _stop_signals() as stop:
+            for step in range(first_step + 1, last_step + 1):
+                state, step_metrics = train_step(state, tokens)
+                final = step == last_step or stop.signum is not None
+                do_eval = evaluate is not None and (step % train_cfg.eval_every == 0 or final)
+                if do_eval or final or step % train_cfg.log_every == 0:
+                    logged = {key: float(value) for key, value in step_metrics.items()}
+                    logged["step_time"] = progress.seconds_per_step(step)
+                    logged["chars_per_sec"] = chars_per_step / logged["step_time"]
+                    if do_eval:
+                        logged.update(evaluate(state.params))
+                    writer.write(step, logged)
+                    progress.report(step, logged)
+                if final or step % train_cfg.checkpoint_every == 0:
+                    store.save(state, *metadata)
+                if do_eval or final or step % train_cfg.log_every == 0 or step % train_cfg.checkpoint_every == 0:
+                    progress.mark(step)
+                if stop.signum is not None:
+                    metrics.say(f"stopped by {signal.Signals(stop.signum).name} at step {step}: checkpoint saved")
+                    break
+    finally:
+        writer.close()
+    return TrainResult(int(state.step), logged, stop.signum)
+
+
+def _compile(step_fn, state, tokens):
+    """Compiles the train step ahead of the loop, so the first interval times training, not XLA."""
+    started = time.perf_counter()
+    compiled = step_fn.lower(state, tokens).compile()
+    metrics.say(f"compiled the train step in {time.perf_counter() - started:.1f}s")
+    return compiled
+
+
+def _make_evaluator(dataset, model, mesh, config):
+    """A function params -> {eval_loss, eval_bpc} over the validation split, or None without one."""
+    if len(dataset.val_tokens) < 2:
+        return None
+    batches = data.make_eval_batches(dataset.val_tokens, config.data.seq_length, config.train.batch_size)
+    arrays = [parallel.shard_rows(array, mesh, axis=1) for array in (batches.inputs, batches.targets, batches.weights)]
+    eval_step = steps.make_eval_step(model, mesh)
+    return lambda params: {key: float(value) for key, value in eval_step(params, *arrays).items()}
+
+
+class _StopFlag:
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """Turns Ctrl-C and SIGTERM into a flag the loop reads after each step, so it can checkpoint."""
+    flag = _StopFlag()
+
+    def handler(signum, frame):
+        flag.signum = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,64 @@
+"""The seed model: Embedding(256) -> LSTM(1024) -> Dense(vocabulary), batch 32 x 100 characters.
+
+On the bundled 83-character corpus this is 5,353,299 parameters, as in the classic exercise.
+
+    abcjax train --config configs/default.py --workdir runs/irish
+"""
+
+import pathlib
+
+import ml_collections
+
+BUNDLED_CORPUS = pathlib.Path(__file__).resolve().parents[1] / "data" / "irish.abc"
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Seeds the train/validation split, the initial parameters, the batches and dropout.
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    # An .abc file, a directory of them, or several of either separated by commas.
+    config.data.path = str(BUNDLED_CORPUS)
+    # Characters the model reads per window; each window is seq_length + 1 characters.
+    config.data.seq_length = 100
+    # Share of whole tunes held out for validation (0 turns validation off).
+    config.data.val_fraction = 0.1
+
+    config.model = ml_collections.ConfigDict()
+    # Width of the character embedding.
+    config.model.embed_dim = 256
+    # Units in each LSTM layer.
+    config.model.hidden_size = 1024
+    # Stacked LSTM layers.
+    config.model.num_layers = 1
+    # Dropout rate on each LSTM layer's output (0 turns it off).
+    config.model.dropout = 0.0
+    # Compute dtype of the matmuls: float32, or bfloat16/float16 on accelerators. Parameters and
+    # the LSTM cell state stay float32.
+    config.model.dtype = "float32"
+
+    config.train = ml_collections.ConfigDict()
+    # Global batch: windows per step across all devices of all hosts (a multiple of the device count).
+    config.train.batch_size = 32
+    # Total optimizer steps; running again with more steps on the same workdir continues the run.
+    config.train.steps = 3000
+    # Peak learning rate of Adam(W).
+    config.train.learning_rate = 5e-3
+    # constant, or cosine (decay to zero at train.steps after the warm-up).
+    config.train.lr_schedule = "constant"
+    # Steps of linear warm-up from zero to the peak learning rate.
+    config.train.warmup_steps = 0
+    # AdamW's decoupled weight decay (0 is plain Adam).
+    config.train.weight_decay = 0.0
+    # Gradients are clipped to this global norm.
+    config.train.grad_clip = 1.0
+    # Steps between progress lines and logged metrics (TensorBoard, metrics.jsonl).
+    config.train.log_every = 50
+    # Steps between validation passes over the whole validation split.
+    config.train.eval_every = 500
+    # Steps between checkpoints (one is also saved at the end and on Ctrl-C or SIGTERM).
+    config.train.checkpoint_every = 500
+    # Checkpoints kept in WORKDIR/checkpoints; older ones are deleted.
+    config.train.keep_checkpoints = 3
+    return config
