@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from absl import logging as absl_logging
+
 from abcjax.errors import AbcjaxError
 
 USAGE_ERROR = 2
@@ -23,6 +25,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
     train.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics, TensorBoard events")
+
+    sample = commands.add_parser("sample", help="generate tunes from a workdir's checkpoint")
+    sample.add_argument("--workdir", required=True, help="run directory written by abcjax train")
+    sample.add_argument("--num_tunes", type=int, default=16, help="tunes to generate (default 16)")
+    sample.add_argument("--out", help="tunebook to write: all tunes, numbered X:1..N")
+    sample.add_argument(
+        "--seed", type=int, default=0, help="tune i depends only on the checkpoint, seed, i and options"
+    )
+    sample.add_argument("--temperature", type=float, default=1.0, help="below 1: safer tunes; above 1: wilder")
+    sample.add_argument("--top_k", type=int, default=0, help="draw only from the k likeliest characters (0: off)")
+    sample.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling threshold in (0, 1] (1: off)")
+    primes = sample.add_mutually_exclusive_group()
+    primes.add_argument(
+        "--prime", default="X:1\\n", help=r"text each tune starts with; \n is a newline (default X:1\n)"
+    )
+    primes.add_argument("--prime_file", help="one prime per line, cycled over the tunes")
+    sample.add_argument("--max_length", type=int, default=1000, help="characters per tune at most, prime included")
+    sample.add_argument("--batch_size", type=int, default=1024, help="tunes per compiled chunk, split over devices")
+    sample.add_argument("--step", type=int, help="checkpoint step to sample from (default: the latest)")
+    sample.add_argument("--split_dir", help="also write one .abc file per tune here")
+    sample.add_argument("--jsonl", help="also write one JSON object per tune here")
     return parser
 
 
@@ -35,17 +58,42 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     return 128 + result.stopped_by_signal if result.stopped_by_signal else 0
 
 
+def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
+    from abcjax import generate, sample  # JAX loads only once the arguments are good.
+
+    primes = generate.read_prime_file(args.prime_file) if args.prime_file else (generate.unescape_prime(args.prime),)
+    options = sample.SamplingOptions(args.temperature, args.top_k, args.top_p, args.max_length)
+    if not (args.out or args.split_dir or args.jsonl):
+        raise AbcjaxError("nothing to write: give --out FILE, --split_dir DIR or --jsonl FILE")
+    generate.generate(
+        generate.SampleRequest(
+            args.workdir,
+            args.num_tunes,
+            args.out,
+            args.seed,
+            options,
+            primes,
+            args.batch_size,
+            args.step,
+            args.split_dir,
+            args.jsonl,
+        )
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs a subcommand; a user mistake is one line on stderr and exit code 2."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    overrides = [arg for arg in extra if arg.startswith("--config.")]
-    unknown = [arg for arg in extra if not arg.startswith("--config.")]
+    overrides = [arg for arg in extra if arg.startswith("--config.") and args.command == "train"]
+    unknown = [arg for arg in extra if arg not in overrides]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's routine notices are not the user's concern.
     try:
-        code = {"train": _train}[args.command](args, overrides)
+        code = {"train": _train, "sample": _sample}[args.command](args, overrides)
     except AbcjaxError as error:
         print(f"abcjax: error: {error}", file=sys.stderr)
         code = USAGE_ERROR

@@ -92,7 +92,7 @@ def _device_train_step(state, tokens, starts, dropout_rng, *, model, tx, schedul
     metrics = {
         "train_loss": loss,
         "train_bpc": loss / LN2,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "learning_rate": schedule(state.step),
     }
     return new_state, metrics

@@ -31,8 +31,6 @@ class TrainResult:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> TrainResult:
     """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     mesh = parallel.make_mesh()
     parallel.check_divisible(config.train.batch_size, mesh, "train.batch_size")
 
@@ -47,6 +45,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         f"({len(dataset.val_tokens):,} chars)"
     )
 
+    # Only now that the inputs are good is the workdir touched.
+    workdir = pathlib.Path(workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AbcjaxError(f"cannot use {workdir} as the workdir ({error.strerror}): give a directory path") from None
     model = CharLstm(ModelConfig.from_config(config, dataset.vocab.size))
     tx = steps.make_optimizer(config)
     store = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints)
@@ -109,7 +113,8 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
         with _stop_signals() as stop:
             for step in range(first_step + 1, last_step + 1):
                 state, step_metrics = train_step(state, tokens)
-                final = step == last_step or stop.signum is not None
+                stopping = stop.signum  # read once: a signal may land at any point of this iteration
+                final = step == last_step or stopping is not None
                 do_eval = evaluate is not None and (step % train_cfg.eval_every == 0 or final)
                 if do_eval or final or step % train_cfg.log_every == 0:
                     logged = {key: float(value) for key, value in step_metrics.items()}
@@ -123,12 +128,12 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
                     store.save(state, *metadata)
                 if do_eval or final or step % train_cfg.log_every == 0 or step % train_cfg.checkpoint_every == 0:
                     progress.mark(step)
-                if stop.signum is not None:
-                    metrics.say(f"stopped by {signal.Signals(stop.signum).name} at step {step}: checkpoint saved")
+                if stopping is not None:
+                    metrics.say(f"stopped by {signal.Signals(stopping).name} at step {step}: checkpoint saved")
                     break
     finally:
         writer.close()
-    return TrainResult(int(state.step), logged, stop.signum)
+    return TrainResult(int(state.step), logged, stopping)
 
 
 def _compile(step_fn, state, tokens):

@@ -1,0 +1,157 @@
+"""`abcjax sample`: tunes from a workdir's checkpoint, written as a tunebook, files and JSON lines.
+
+Output never depends on timing or paths beyond the command's own arguments, so the same command
+twice writes byte-identical files. Each file is written to a temporary name and renamed, so an
+interrupted run leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+
+from abcjax import parallel
+from abcjax.errors import AbcjaxError
+from abcjax.metrics import format_duration, say
+from abcjax.sample import SampledTune, SamplingOptions, encode_primes, make_chunk_sampler, sample_tunes
+from abcjax.trained import load_trained
+
+DEFAULT_PRIME = "X:1\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRequest:
+    workdir: str
+    num_tunes: int
+    out: str | None
+    seed: int = 0
+    options: SamplingOptions = SamplingOptions()
+    primes: tuple[str, ...] = (DEFAULT_PRIME,)
+    batch_size: int = 1024
+    step: int | None = None
+    split_dir: str | None = None
+    jsonl: str | None = None
+
+
+def unescape_prime(text: str) -> str:
+    r"""A prime as typed on a command line or in a prime file: `\n` stands for a newline."""
+    return text.replace("\\n", "\n")
+
+
+def read_prime_file(path: str) -> tuple[str, ...]:
+    """One prime per non-empty line, `\\n` escapes allowed."""
+    try:
+        lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise AbcjaxError(
+            f"cannot read prime file {path} ({error}): give a UTF-8 text file, one prime per line"
+        ) from None
+    return tuple(unescape_prime(line) for line in lines if line.strip())
+
+
+def generate(request: SampleRequest) -> list[SampledTune]:
+    """Samples the tunes of `request` and writes every output it asks for."""
+    if request.num_tunes < 1:
+        raise AbcjaxError(f"--num_tunes {request.num_tunes} must be at least 1")
+    request.options.check()
+    mesh = parallel.make_mesh()
+    batch_size = min(request.batch_size, _round_up(request.num_tunes, mesh.devices.size))
+    parallel.check_divisible(batch_size, mesh, "--batch_size")
+    trained = load_trained(request.workdir, request.step, mesh)
+    primes = encode_primes(list(request.primes), trained.vocab, request.options.max_length)
+    newline = trained.vocab.char2idx["\n"]
+    sampler = make_chunk_sampler(trained.tokens_to_logits, trained.zero_carry, mesh, request.options, newline)
+
+    say(f"sampling {request.num_tunes} tunes from the checkpoint of step {trained.step} in {request.workdir}")
+    started = time.perf_counter()
+    tunes = sample_tunes(
+        sampler,
+        trained.params,
+        trained.vocab,
+        primes,
+        request.seed,
+        request.num_tunes,
+        batch_size,
+        mesh,
+        on_chunk=lambda done: _report_progress(done, request.num_tunes, started),
+    )
+    seconds = time.perf_counter() - started
+    characters = sum(tune.length for tune in tunes)
+    say(
+        f"sampled {len(tunes)} tunes ({characters:,} characters) in {seconds:.1f}s: "
+        f"{len(tunes) / seconds:,.1f} tunes/s, {characters / seconds:,.0f} chars/s, "
+        f"{sum(tune.finished for tune in tunes)} reached their end"
+    )
+    _write_outputs(request, trained.step, tunes)
+    return tunes
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _report_progress(done: int, total: int, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    say(f"  {done}/{total} tunes  ETA {format_duration(elapsed / done * (total - done))}")
+
+
+def numbered_tune(tune: SampledTune, number: int) -> str:
+    """The tune as X:number, ending with its newline (the blank line after it is the caller's)."""
+    lines = tune.text.rstrip("\n").split("\n")
+    if lines[0].startswith("X:"):
+        lines = lines[1:]
+    return "\n".join([f"X:{number}", *lines]) + "\n"
+
+
+def tunebook_header(request: SampleRequest, step: int) -> str:
+    """`%` comment lines naming what made the tunes (no timestamps: reruns compare byte for byte)."""
+    options = request.options
+    return (
+        f"% abcjax sample: checkpoint step {step} of {request.workdir}\n"
+        f"% seed {request.seed}, temperature {options.temperature}, top_k {options.top_k}, "
+        f"top_p {options.top_p}, max_length {options.max_length}\n"
+        f"% primes {json.dumps(list(request.primes))}\n\n"
+    )
+
+
+def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) -> None:
+    texts = [numbered_tune(tune, number) for number, tune in enumerate(tunes, start=1)]
+    if request.out:
+        tunebook = tunebook_header(request, step) + "".join(f"{text}\n" for text in texts)
+        _write_atomically(pathlib.Path(request.out), tunebook)
+        say(f"wrote {request.out}")
+    if request.split_dir:
+        directory = pathlib.Path(request.split_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        width = max(4, len(str(len(tunes))))
+        for number, text in enumerate(texts, start=1):
+            _write_atomically(directory / f"tune-{number:0{width}d}.abc", text)
+        say(f"wrote {len(texts)} files to {directory}")
+    if request.jsonl:
+        lines = [json.dumps(_tune_record(tune, text)) + "\n" for tune, text in zip(tunes, texts, strict=True)]
+        _write_atomically(pathlib.Path(request.jsonl), "".join(lines))
+        say(f"wrote {request.jsonl}")
+
+
+def _tune_record(tune: SampledTune, text: str) -> dict:
+    return {
+        "index": tune.index,
+        "abc": text,
+        "length": tune.length,
+        "finished": tune.finished,
+        "log_likelihood": round(tune.log_likelihood, 4),
+    }
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise AbcjaxError(
+            f"cannot write {path} ({error.strerror}): check the directory exists and is writable"
+        ) from None

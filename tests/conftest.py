@@ -1,0 +1,46 @@
+"""Shared helpers: the repository's paths, tiny configs, and running the real `abcjax` command."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from abcjax.config import load_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BUNDLED_CORPUS = REPO / "data" / "irish.abc"
+TINY_CONFIG = REPO / "configs" / "tiny.py"
+
+
+def tiny_config(*overrides: str):
+    """configs/tiny.py with `--config.KEY=VALUE` overrides applied."""
+    return load_config(TINY_CONFIG, overrides)
+
+
+def run_abcjax(*args: str, devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `python -m abcjax ARGS` in a fresh process with `devices` CPU devices."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, "-m", "abcjax", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory):
+    """A workdir holding the checkpoints of a 4-step tiny run (steps 2 and 4), shared by the tests."""
+    from abcjax.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    train_and_evaluate(tiny_config(), workdir)
+    return workdir
+
+
+@pytest.fixture
+def small_corpus(tmp_path):
+    """Six short tunes in one file: enough to split and train on, small enough to read at a glance."""
+    tunes = [f"X:{i}\nT:Tune {i}\nM:6/8\nL:1/8\nK:D\n|:DFA dAF|GBd gdB|AFD EFE|1 D3 D2:|2 D3 D3||" for i in range(1, 7)]
+    path = tmp_path / "small.abc"
+    path.write_text("\n\n".join(tunes) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,107 @@
+"""`abcjax sample`: the tunebook, per-tune files and JSON lines, reproducible to the byte."""
+
+import json
+
+import pytest
+
+from abcjax.cli import main
+from conftest import run_abcjax
+
+
+def _sample_files(tmp_path, workdir, name, *args, devices=1):
+    out = tmp_path / f"{name}.abc"
+    result = run_abcjax(
+        "sample", "--workdir", str(workdir), "--out", str(out), "--max_length", "80", *args, devices=devices
+    )
+    assert result.returncode == 0, result.stderr
+    return out.read_bytes(), result
+
+
+def test_same_tunes_on_one_and_four_devices_and_on_every_rerun(tmp_path, tiny_workdir):
+    one, result = _sample_files(tmp_path, tiny_workdir, "one", "--num_tunes", "6")
+    again, _ = _sample_files(tmp_path, tiny_workdir, "again", "--num_tunes", "6")
+    four, _ = _sample_files(tmp_path, tiny_workdir, "four", "--num_tunes", "6", "--batch_size", "4", devices=4)
+    assert one == again == four
+    assert "sampled 6 tunes" in result.stdout and "tunes/s" in result.stdout and "chars/s" in result.stdout
+
+
+def test_tunebook_is_numbered_with_a_header_and_blank_lines(tmp_path, tiny_workdir):
+    text, _ = _sample_files(tmp_path, tiny_workdir, "book", "--num_tunes", "3", "--seed", "7", "--temperature", "0.5")
+    header, *tunes, after_last = text.decode().split("\n\n")
+    assert header.splitlines() == [
+        f"% abcjax sample: checkpoint step 4 of {tiny_workdir}",
+        "% seed 7, temperature 0.5, top_k 0, top_p 1.0, max_length 80",
+        '% primes ["X:1\\n"]',
+    ]
+    assert [tune.splitlines()[0] for tune in tunes] == ["X:1", "X:2", "X:3"]
+    assert after_last == ""  # the last tune ends with its blank line too
+
+
+def test_split_dir_and_jsonl_hold_every_tune(tmp_path, tiny_workdir):
+    split_dir, jsonl = tmp_path / "tunes", tmp_path / "tunes.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "sample",
+                "--workdir",
+                str(tiny_workdir),
+                "--num_tunes",
+                "3",
+                "--max_length",
+                "50",
+                "--split_dir",
+                str(split_dir),
+                "--jsonl",
+                str(jsonl),
+                "--step",
+                "2",
+            ]
+        )
+    assert exit_info.value.code == 0
+    files = sorted(split_dir.iterdir())
+    assert [file.name for file in files] == ["tune-0001.abc", "tune-0002.abc", "tune-0003.abc"]
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [record["index"] for record in records] == [0, 1, 2]
+    for record, file in zip(records, files, strict=True):
+        assert record["abc"] == file.read_text()
+        assert set(record) >= {"index", "abc", "length", "finished", "log_likelihood"}
+        assert record["length"] <= 50 and record["log_likelihood"] < 0
+
+
+def test_prime_file_primes_are_cycled_over_the_tunes(tmp_path, tiny_workdir):
+    primes = tmp_path / "primes.txt"
+    primes.write_text("X:1\\nM:6/8\\nK:D\\n\nX:1\\nM:4/4\\nK:G\\n\n")
+    jsonl = tmp_path / "t.jsonl"
+    result = run_abcjax(
+        "sample", "--workdir", str(tiny_workdir), "--num_tunes", "4", "--prime_file", str(primes), "--jsonl", str(jsonl)
+    )
+    assert result.returncode == 0, result.stderr
+    starts = [json.loads(line)["abc"][:16] for line in jsonl.read_text().splitlines()]
+    assert [start.split("\n")[1:3] for start in starts] == [["M:6/8", "K:D"], ["M:4/4", "K:G"]] * 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num_tunes", "0"], "--num_tunes 0 must be at least 1"),
+        (["--temperature", "-1"], "--temperature -1.0 must be above 0"),
+        (["--step", "3"], "no checkpoint for step 3"),
+        (["--prime", "X:1\\nK:Ü"], "characters 'Ü' are not in the model's vocabulary"),
+        (["--max_length", "3"], "prime 1 has 4 characters: raise --max_length"),
+    ],
+)
+def test_bad_sample_arguments_are_one_line(tmp_path, capsys, tiny_workdir, args, message):
+    out = tmp_path / "never.abc"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--workdir", str(tiny_workdir), "--out", str(out), *args])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_workdir_without_checkpoints_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--workdir", str(tmp_path), "--out", str(tmp_path / "x.abc")])
+    assert exit_info.value.code == 2
+    assert "no checkpoint in" in capsys.readouterr().err

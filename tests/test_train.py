@@ -1,0 +1,159 @@
+"""The trainer end to end: data parallelism, resume, checkpoints, signals and what it logs."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from abcjax.checkpoint import Checkpoints
+from abcjax.errors import AbcjaxError
+from abcjax.metrics import TENSORBOARD_TAGS
+from abcjax.train import train_and_evaluate
+from conftest import REPO, TINY_CONFIG, run_abcjax, tiny_config
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _relative_difference(a, b):
+    return abs(a - b) / max(abs(a), abs(b))
+
+
+def test_one_and_four_devices_give_the_same_losses(tmp_path):
+    runs = {}
+    for devices in (1, 4):
+        workdir = tmp_path / f"devices{devices}"
+        result = run_abcjax(
+            "train",
+            "--config",
+            str(TINY_CONFIG),
+            "--workdir",
+            str(workdir),
+            "--config.train.steps=6",
+            "--config.train.log_every=1",
+            devices=devices,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"over {devices} CPU device" in result.stdout
+        runs[devices] = _metrics(workdir)
+    assert [m["step"] for m in runs[1]] == [m["step"] for m in runs[4]] == [1, 2, 3, 4, 5, 6]
+    for one, four in zip(runs[1], runs[4], strict=True):
+        for key in ("train_loss", "grad_norm") + (("eval_loss",) if "eval_loss" in one else ()):
+            assert _relative_difference(one[key], four[key]) <= 1e-4, (one["step"], key)
+    assert runs[1][-1]["train_loss"] < runs[1][0]["train_loss"]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    straight = train_and_evaluate(tiny_config("--config.train.steps=12"), tmp_path / "straight")
+    train_and_evaluate(tiny_config("--config.train.steps=6"), tmp_path / "resumed")
+    resumed = train_and_evaluate(tiny_config("--config.train.steps=12"), tmp_path / "resumed")
+    assert straight.step == resumed.step == 12
+    for key in ("train_loss", "eval_loss"):
+        assert _relative_difference(straight.last_metrics[key], resumed.last_metrics[key]) <= 1e-5
+    assert [m["step"] for m in _metrics(tmp_path / "resumed")] == [2, 4, 6, 8, 10, 12]
+
+
+def test_metrics_jsonl_has_one_object_per_logged_step(tmp_path):
+    train_and_evaluate(tiny_config("--config.train.steps=4", "--config.train.eval_every=4"), tmp_path)
+    lines = _metrics(tmp_path)
+    assert [line["step"] for line in lines] == [2, 4]
+    train_keys = {"step", "train_loss", "train_bpc", "learning_rate", "grad_norm", "chars_per_sec", "step_time"}
+    assert set(lines[0]) == train_keys
+    assert set(lines[1]) == train_keys | {"eval_loss", "eval_bpc"}
+    assert lines[1]["train_bpc"] == pytest.approx(lines[1]["train_loss"] / 0.6931471805599453)
+
+
+def test_tensorboard_events_hold_every_scalar_and_the_config(tmp_path):
+    train_and_evaluate(tiny_config("--config.train.steps=4"), tmp_path)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == set(TENSORBOARD_TAGS.values())
+    assert [event.step for event in events.Scalars("train/loss")] == [2, 4]
+    assert [event.step for event in events.Scalars("eval/bpc")] == [2, 4]
+    assert "config/text_summary" in events.Tags()["tensors"]
+
+
+def test_checkpoints_keep_the_last_k_with_config_and_vocabulary(tmp_path):
+    config = tiny_config("--config.train.steps=8", "--config.train.keep_checkpoints=2")
+    train_and_evaluate(config, tmp_path)
+    store = Checkpoints(tmp_path, read_only=True)
+    assert store.steps() == [6, 8]
+    step, saved_config, vocab = store.restore_metadata()
+    assert step == 8 and saved_config["train"]["steps"] == 8
+    assert len(vocab["chars"]) == 83 and vocab["chars"] == sorted(vocab["chars"])
+
+
+def test_rerun_past_the_last_step_trains_nothing(tmp_path):
+    train_and_evaluate(tiny_config("--config.train.steps=2"), tmp_path)
+    result = train_and_evaluate(tiny_config("--config.train.steps=2"), tmp_path)
+    assert result.step == 2 and result.last_metrics == {}
+
+
+def test_resuming_with_another_model_shape_is_refused(tmp_path):
+    train_and_evaluate(tiny_config("--config.train.steps=2"), tmp_path)
+    with pytest.raises(AbcjaxError, match="model.hidden_size=16, but the config says 32"):
+        train_and_evaluate(tiny_config("--config.train.steps=4", "--config.model.hidden_size=32"), tmp_path)
+    assert Checkpoints(tmp_path, read_only=True).steps() == [2]
+
+
+def test_resuming_on_another_corpus_is_refused(tmp_path, small_corpus):
+    train_and_evaluate(tiny_config("--config.train.steps=2"), tmp_path)
+    with pytest.raises(AbcjaxError, match="trained on other characters"):
+        train_and_evaluate(tiny_config("--config.train.steps=4", f"--config.data.path={small_corpus}"), tmp_path)
+
+
+def test_default_config_prints_the_seed_parameter_count(tmp_path):
+    result = run_abcjax(
+        "train",
+        "--config",
+        "configs/default.py",
+        "--workdir",
+        str(tmp_path),
+        "--config.train.steps=1",
+        "--config.data.val_fraction=0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "model: 5,353,299 parameters" in result.stdout
+    assert "vocabulary 83 characters" in result.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path, signum):
+    command = [
+        sys.executable,
+        "-m",
+        "abcjax",
+        "train",
+        "--config",
+        str(TINY_CONFIG),
+        "--workdir",
+        str(tmp_path),
+        "--config.train.steps=100000",
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=100000",
+    ]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            for line in process.stdout:
+                if line.startswith("step 3/"):
+                    process.send_signal(signum)
+                    break
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    stopped_at = int(stdout.split(f"stopped by {signal.Signals(signum).name} at step ")[1].split(":")[0])
+    assert stopped_at >= 3
+    assert Checkpoints(tmp_path, read_only=True).steps() == [stopped_at]
+
+    resumed = run_abcjax(
+        "train", "--config", str(TINY_CONFIG), "--workdir", str(tmp_path), f"--config.train.steps={stopped_at + 2}"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from the checkpoint of step {stopped_at}" in resumed.stdout
+    assert f"step {stopped_at + 2}/{stopped_at + 2}" in resumed.stdout
