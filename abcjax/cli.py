@@ -46,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--step", type=int, help="checkpoint step to sample from (default: the latest)")
     sample.add_argument("--split_dir", help="also write one .abc file per tune here")
     sample.add_argument("--jsonl", help="also write one JSON object per tune here")
+
+    render = commands.add_parser("render", help="write MIDI, WAV and SVG files of a tunebook's tunes")
+    render.add_argument("tunebook", help="ABC file, e.g. one written by abcjax sample --out")
+    render.add_argument("--out", required=True, help="directory for the files (created if needed; reruns overwrite)")
+    render.add_argument("--midi", action="store_true", help="MIDI via abc2midi (Debian: abcmidi)")
+    render.add_argument("--wav", action="store_true", help="WAV via fluidsynth + GM soundfont, else timidity")
+    render.add_argument("--svg", action="store_true", help="sheet music via abcm2ps (Debian: abcm2ps)")
+    render.add_argument("--jobs", type=int, help="tunes rendered at once (default: one per CPU)")
+    render.add_argument("--timeout", type=float, default=30.0, help="seconds each tool may spend on one tune")
     return parser
 
 
@@ -82,6 +91,15 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace, overrides: list[str]) -> int:
+    from abcjax import render
+
+    formats = {name for name in render.FORMATS if getattr(args, name)}  # none named: all three
+    report = render.render_tunebook(args.tunebook, args.out, formats, jobs=args.jobs, timeout=args.timeout)
+    print(report.summary())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs a subcommand; a user mistake is one line on stderr and exit code 2."""
     parser = _parser()
@@ -93,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's routine notices are not the user's concern.
     try:
-        code = {"train": _train, "sample": _sample}[args.command](args, overrides)
+        code = {"train": _train, "sample": _sample, "render": _render}[args.command](args, overrides)
     except AbcjaxError as error:
         print(f"abcjax: error: {error}", file=sys.stderr)
         code = USAGE_ERROR

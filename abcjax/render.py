@@ -1,0 +1,324 @@
+"""`abcjax render`: MIDI, WAV and SVG files of a tunebook's tunes, so a person can hear and see them.
+
+The work is done by Debian's command-line tools: abc2midi (package abcmidi) for MIDI, fluidsynth with
+a General MIDI soundfont or else timidity for WAV, abcm2ps for SVG. Each tune is written to its own
+small ABC file and every tool runs on that file alone, under a time limit, so a generated tune that
+breaks or hangs a tool costs only that tune's file, never the batch. A missing tool skips its format
+with the package to install; the other formats still render.
+
+Files are named by tune number and title (`007-the-kesh.mid`), so reruns overwrite them. Tools write
+into a hidden scratch directory inside the output directory, and a file is renamed to its final name
+only once its tool has succeeded, so no output is ever half-written.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unicodedata
+
+from abcjax.corpus import Skip, read_corpus
+from abcjax.errors import AbcjaxError
+
+FORMATS = ("midi", "wav", "svg")
+EXTENSIONS = {"midi": "mid", "wav": "wav", "svg": "svg"}
+DEFAULT_TIMEOUT_S = 30.0  # Per tool and tune; real tunes take well under a second.
+SOUNDFONTS = (  # General MIDI soundfonts, in order of preference: Debian's, then other distributions'.
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+)
+MAX_SLUG = 40
+
+# Commands run in the tune's scratch directory; "{stem}" stands for the tune's file name stem.
+MIDI_COMMAND = ("abc2midi", "{stem}.abc", "-o", "{stem}.mid")  # Exits 0 even on errors: judge by the file.
+SVG_COMMAND = ("abcm2ps", "-g", "-q", "-O", "{stem}.svg", "{stem}.abc")  # -g writes {stem}001.svg.
+TIMIDITY_COMMAND = ("timidity", "-Ow", "-o", "{stem}.wav", "{stem}.mid")
+
+_INSTALL = "install it with `sudo apt-get install {}`"
+_NO_SYNTH = (
+    "no WAV synthesizer found: install timidity (`sudo apt-get install timidity freepats`) "
+    "or fluidsynth (`sudo apt-get install fluidsynth fluid-soundfont-gm`)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A tune a tool could not render: which formats it lost, and the tool's first error line."""
+
+    number: int
+    title: str
+    formats: tuple[str, ...]
+    message: str
+
+    def __str__(self) -> str:
+        return f"tune {self.number} ({self.title}): no {', '.join(self.formats)}: {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderReport:
+    """What a render wrote, what failed and why, so a user can find and fix what is missing."""
+
+    out_dir: str
+    num_tunes: int
+    written: dict[str, tuple[str, ...]]  # format -> paths of its files, sorted
+    failures: tuple[Failure, ...]  # sorted by tune number
+    skipped: dict[str, str]  # format -> why none of its files could be made (the package to install)
+    unread: tuple[Skip, ...]  # tunes the corpus reader left out, e.g. ("tunes.abc:12", "no body")
+
+    def summary(self) -> str:
+        """One line for the end of the run: files per format, failures per format, what was not made."""
+        made = ", ".join(f"{len(paths)} {fmt}" for fmt, paths in self.written.items())
+        line = f"rendered {self.num_tunes} tunes into {self.out_dir}: {made or 'nothing'}"
+        lost = collections.Counter(fmt for failure in self.failures for fmt in failure.formats)
+        if lost:
+            line += f"; failed: {', '.join(f'{lost[fmt]} {fmt}' for fmt in FORMATS if lost[fmt])}"
+        if self.unread:
+            line += f"; unreadable tunes: {len(self.unread)}"
+        return line + "".join(f"; no {fmt}: {why}" for fmt, why in self.skipped.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tune:
+    number: int
+    title: str
+    stem: str  # output file name without extension, e.g. "007-the-kesh"
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToolRun:
+    """One tool run per tune: its command, the file it makes, and what that file is for."""
+
+    command: tuple[str, ...]
+    product: str  # the file the command writes, "{stem}" filled in per tune
+    formats: tuple[str, ...]  # the asked formats lost if this run fails
+    keep_as: str | None  # the format this file is published as; None for an intermediate file
+
+
+def available_formats() -> dict[str, str | None]:
+    """Each format mapped to None when its tools are installed, else what to install to get it."""
+    midi = None if shutil.which("abc2midi") else f"abc2midi not found: {_INSTALL.format('abcmidi')}"
+    wav_problems = [f"WAV is made from MIDI, and {midi}"] if midi else []
+    if not _wav_command():
+        wav_problems.append(_NO_SYNTH)
+    svg = None if shutil.which("abcm2ps") else f"abcm2ps not found: {_INSTALL.format('abcm2ps')}"
+    return {"midi": midi, "wav": "; ".join(wav_problems) or None, "svg": svg}
+
+
+def render_tunebook(
+    path: str,
+    out_dir: str,
+    formats: set[str],
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    jobs: int | None = None,
+) -> RenderReport:
+    """Render every tune of the ABC file at path into out_dir, one file per tune and format.
+
+    formats is a subset of FORMATS; empty means all. A format whose tools are missing is skipped,
+    and a tune a tool fails on is reported and skipped; only when no asked format can be made at
+    all is it an error. progress prints skipped formats, failed tunes and a line with count and ETA
+    every tenth of the batch. timeout is the seconds each tool may spend on one tune; jobs is how many
+    tunes render at once (default: one per CPU).
+    """
+    asked = set(formats) or set(FORMATS)
+    unknown = asked - set(FORMATS)
+    if unknown:
+        raise AbcjaxError(f"unknown format {', '.join(sorted(unknown))}: choose from {', '.join(FORMATS)}")
+    if jobs is not None and jobs < 1:
+        raise AbcjaxError(f"--jobs {jobs} must be at least 1, or left out for one per CPU")
+    corpus = read_corpus(path)
+    problems = available_formats()
+    skipped = {fmt: problems[fmt] for fmt in FORMATS if fmt in asked and problems[fmt]}
+    if len(skipped) == len(asked):
+        reasons = "; ".join(f"{fmt}: {why}" for fmt, why in skipped.items())
+        raise AbcjaxError(f"cannot make any of the asked formats ({reasons})")
+    out = _make_out_dir(out_dir)
+    for fmt, why in skipped.items():
+        _say(progress, f"skipping {fmt}: {why}")
+    for where, why in corpus.report.skipped:
+        _say(progress, f"not rendering the tune at {where}: {why}")
+    runs = _tool_runs(asked - set(skipped))
+    written, failures = _render_all(_tunes(corpus.tunes), runs, out, timeout, jobs, progress)
+    return RenderReport(
+        out_dir=out_dir,
+        num_tunes=len(corpus.tunes),
+        written={fmt: tuple(sorted(written[fmt])) for fmt in FORMATS if fmt in asked and fmt not in skipped},
+        failures=tuple(sorted(failures, key=lambda failure: failure.number)),
+        skipped=skipped,
+        unread=corpus.report.skipped,
+    )
+
+
+def slug(title: str) -> str:
+    """A title as a file name part a shell never needs quoting for: "Alexander's Reel" -> "alexanders-reel"."""
+    plain = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower().replace("'", "")
+    return re.sub(r"[^a-z0-9]+", "-", plain)[:MAX_SLUG].strip("-") or "untitled"
+
+
+def _make_out_dir(out_dir: str) -> pathlib.Path:
+    out = pathlib.Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AbcjaxError(f"cannot create {out} ({error.strerror}): give --out a writable directory") from None
+    return out
+
+
+def _wav_command() -> tuple[str, ...] | None:
+    """fluidsynth with a General MIDI soundfont when both are installed (it sounds better), else timidity."""
+    soundfont = next((path for path in SOUNDFONTS if os.path.isfile(path)), None)
+    if shutil.which("fluidsynth") and soundfont:
+        return ("fluidsynth", "-ni", "-T", "wav", "-F", "{stem}.wav", "-r", "44100", soundfont, "{stem}.mid")
+    return TIMIDITY_COMMAND if shutil.which("timidity") else None
+
+
+def _tool_runs(formats: set[str]) -> list[_ToolRun]:
+    """The tool runs each tune needs for formats, in order: MIDI first, since WAV is played from it."""
+    runs = []
+    wav_command = _wav_command()
+    if formats & {"midi", "wav"}:
+        needs_midi = tuple(fmt for fmt in ("midi", "wav") if fmt in formats)
+        keep_as = "midi" if "midi" in formats else None
+        runs.append(_ToolRun(MIDI_COMMAND, "{stem}.mid", needs_midi, keep_as))
+    if "wav" in formats and wav_command:
+        runs.append(_ToolRun(wav_command, "{stem}.wav", ("wav",), "wav"))
+    if "svg" in formats:
+        runs.append(_ToolRun(SVG_COMMAND, "{stem}001.svg", ("svg",), "svg"))
+    return runs
+
+
+def _tunes(texts: tuple[str, ...]) -> list[_Tune]:
+    """The tunes with their numbers, titles and file stems, zero-padded so files sort in tune order."""
+    numbers = _tune_numbers(texts)
+    width = max(3, len(str(max(numbers))))
+    titles = [_title(text) for text in texts]
+    return [
+        _Tune(number, title, f"{number:0{width}d}-{slug(title)}", text)
+        for number, title, text in zip(numbers, titles, texts, strict=True)
+    ]
+
+
+def _tune_numbers(texts: tuple[str, ...]) -> list[int]:
+    """Each tune's X: number, so a file leads back to its tune; positions 1..N when X: numbers repeat.
+
+    A tunebook from `abcjax sample` is numbered X:1..N; collections joined into one file (such as
+    the bundled corpus) repeat numbers, and their files must not overwrite each other.
+    """
+    fields = [text.split("\n", 1)[0].removeprefix("X:").strip() for text in texts]
+    if all(field.isascii() and field.isdigit() for field in fields):
+        numbers = [int(field) for field in fields]
+        if len(set(numbers)) == len(numbers):
+            return numbers
+    return list(range(1, len(texts) + 1))
+
+
+def _title(text: str) -> str:
+    titles = (line[2:].strip() for line in text.split("\n") if line.startswith("T:"))
+    return next(titles, "") or "untitled"
+
+
+def _render_all(
+    tunes: list[_Tune], runs: list[_ToolRun], out: pathlib.Path, timeout: float, jobs: int | None, progress: bool
+) -> tuple[dict[str, list[str]], list[Failure]]:
+    """Render tunes on a pool of threads (the work is in the tools' processes), reporting as they finish."""
+    written: dict[str, list[str]] = collections.defaultdict(list)
+    failures: list[Failure] = []
+    every = max(1, len(tunes) // 10)
+    started = time.monotonic()
+    pool = concurrent.futures.ThreadPoolExecutor(jobs or os.cpu_count())
+    try:
+        pending = [pool.submit(_render_tune, tune, runs, out, timeout) for tune in tunes]
+        for done, future in enumerate(concurrent.futures.as_completed(pending), start=1):
+            tune_written, tune_failures = future.result()
+            for fmt, file in tune_written:
+                written[fmt].append(file)
+            for failure in tune_failures:
+                _say(progress, str(failure))
+            failures.extend(tune_failures)
+            if done % every == 0 or done == len(tunes):
+                eta = (time.monotonic() - started) / done * (len(tunes) - done)
+                _say(progress, f"  {done}/{len(tunes)} tunes done, ETA {eta:.0f}s, failures so far: {len(failures)}")
+    except OSError as error:
+        hint = "free some space or choose another --out"
+        raise AbcjaxError(f"cannot write into {out} ({error.strerror}): {hint}") from None
+    finally:
+        pool.shutdown(cancel_futures=True)  # On Ctrl-C, do not render the tunes still queued.
+    return written, failures
+
+
+def _render_tune(
+    tune: _Tune, runs: list[_ToolRun], out: pathlib.Path, timeout: float
+) -> tuple[list[tuple[str, str]], list[Failure]]:
+    """Run each tool on one tune in a scratch directory, then move the files that came out right into out.
+
+    A run whose formats are already lost (WAV after MIDI failed) is not attempted.
+    """
+    failures: list[Failure] = []
+    lost: set[str] = set()
+    made: list[tuple[str, pathlib.Path]] = []
+    with tempfile.TemporaryDirectory(dir=out, prefix=".render-") as scratch_dir:
+        scratch = pathlib.Path(scratch_dir)
+        (scratch / f"{tune.stem}.abc").write_text(tune.text + "\n", encoding="utf-8")
+        for run in runs:
+            if lost.intersection(run.formats):
+                continue
+            product = scratch / run.product.replace("{stem}", tune.stem)
+            command = [arg.replace("{stem}", tune.stem) for arg in run.command]
+            problem = _run_tool(command, product, timeout)
+            if problem:
+                failures.append(Failure(tune.number, tune.title, run.formats, problem))
+                lost.update(run.formats)
+            elif run.keep_as:
+                made.append((run.keep_as, product))
+        written = []
+        for fmt, product in made:
+            final = out / f"{tune.stem}.{EXTENSIONS[fmt]}"
+            product.replace(final)
+            written.append((fmt, str(final)))
+    return written, failures
+
+
+def _run_tool(command: list[str], product: pathlib.Path, timeout: float) -> str | None:
+    """Run command in product's directory: None if it exited 0 and wrote product, else why not, in one line."""
+    try:
+        result = subprocess.run(
+            command,
+            cwd=product.parent,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return f"{command[0]} took longer than {timeout:g}s and was stopped"
+    except OSError as error:
+        return f"{command[0]} could not start ({error.strerror})"
+    if result.returncode != 0:
+        return f"{command[0]} failed (exit code {result.returncode}): {_first_error(result)}"
+    if not product.is_file() or product.stat().st_size == 0:
+        return f"{command[0]} wrote no file: {_first_error(result)}"
+    return None
+
+
+def _first_error(result: subprocess.CompletedProcess) -> str:
+    """The tool's first line that says "error" (abc2midi prints them on stdout), else its first stderr line."""
+    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["it printed nothing"])[0][:200]
+
+
+def _say(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, flush=True)
