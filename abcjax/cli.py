@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -46,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--step", type=int, help="checkpoint step to sample from (default: the latest)")
     sample.add_argument("--split_dir", help="also write one .abc file per tune here")
     sample.add_argument("--jsonl", help="also write one JSON object per tune here")
+
+    evaluate = commands.add_parser("evaluate", help="describe tunes: well-formed share, bar lengths, repeats, copying")
+    evaluate.add_argument("tunes", nargs="+", help="ABC files (or directories, or comma lists) of generated tunes")
+    evaluate.add_argument("--corpus", help="training corpus to compare with and check copying against")
+    evaluate.add_argument("--json", action="store_true", help="print the full report, per-tune list included, as JSON")
 
     render = commands.add_parser("render", help="write MIDI, WAV and SVG files of a tunebook's tunes")
     render.add_argument("tunebook", help="ABC file, e.g. one written by abcjax sample --out")
@@ -91,6 +97,14 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from abcjax import evaluate
+
+    report = evaluate.evaluate_files(args.tunes, args.corpus)
+    print(json.dumps(report, indent=2) if args.json else evaluate.format_table(report))
+    return 0
+
+
 def _render(args: argparse.Namespace, overrides: list[str]) -> int:
     from abcjax import render
 
@@ -111,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's routine notices are not the user's concern.
     try:
-        code = {"train": _train, "sample": _sample, "render": _render}[args.command](args, overrides)
+        commands = {"train": _train, "sample": _sample, "evaluate": _evaluate, "render": _render}
+        code = commands[args.command](args, overrides)
     except AbcjaxError as error:
         print(f"abcjax: error: {error}", file=sys.stderr)
         code = USAGE_ERROR

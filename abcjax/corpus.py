@@ -102,6 +102,21 @@ def read_corpus(path_spec: str) -> Corpus:
     return Corpus(tunes=tuple(tunes), report=report)
 
 
+def read_all_tunes(path_spec: str) -> list[str]:
+    """Every tune in path_spec's files, unusable ones included, for describing a model's output.
+
+    read_corpus drops what a model cannot learn from; an evaluation must count those tunes too,
+    so that a tune cut off by a blank line lowers the well-formed share instead of vanishing.
+    """
+    tunes: list[str] = []
+    for file in find_abc_files(path_spec):
+        blocks = _tune_blocks(_clean_lines(_read_text(file)))
+        if not blocks:
+            raise AbcjaxError(f"{file}: no tunes found (a tune starts with an X: line)")
+        tunes.extend("\n".join(lines) for _, lines in blocks)
+    return tunes
+
+
 def _files_at(path: pathlib.Path) -> list[pathlib.Path]:
     """The file itself, or a directory's *.abc files; an error if there is nothing there."""
     if not path.exists():

@@ -12,13 +12,18 @@ import json
 import pathlib
 import time
 
-from abcjax import parallel
+from abcjax import abc, parallel
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import format_duration, say
-from abcjax.sample import SampledTune, SamplingOptions, encode_primes, make_chunk_sampler, sample_tunes
+from abcjax.sample import (
+    DEFAULT_PRIME,
+    SampledTune,
+    SamplingOptions,
+    encode_primes,
+    make_chunk_sampler,
+    sample_tunes,
+)
 from abcjax.trained import load_trained
-
-DEFAULT_PRIME = "X:1\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +67,7 @@ def generate(request: SampleRequest) -> list[SampledTune]:
     trained = load_trained(request.workdir, request.step, mesh)
     primes = encode_primes(list(request.primes), trained.vocab, request.options.max_length)
     newline = trained.vocab.char2idx["\n"]
-    sampler = make_chunk_sampler(trained.tokens_to_logits, trained.zero_carry, mesh, request.options, newline)
+    sampler = make_chunk_sampler(trained.model, mesh, request.options, newline)
 
     say(f"sampling {request.num_tunes} tunes from the checkpoint of step {trained.step} in {request.workdir}")
     started = time.perf_counter()
@@ -130,9 +135,21 @@ def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) 
             _write_atomically(directory / f"tune-{number:0{width}d}.abc", text)
         say(f"wrote {len(texts)} files to {directory}")
     if request.jsonl:
-        lines = [json.dumps(_tune_record(tune, text)) + "\n" for tune, text in zip(tunes, texts, strict=True)]
+        checks = _checks(texts)
+        lines = [
+            json.dumps({**_tune_record(tune, text), **check}) + "\n"
+            for tune, text, check in zip(tunes, texts, checks, strict=True)
+        ]
         _write_atomically(pathlib.Path(request.jsonl), "".join(lines))
         say(f"wrote {request.jsonl}")
+
+
+def _checks(texts: list[str]) -> list[dict]:
+    """Each tune's ABC checks (well-formed, bars, repeats, meter, key), or none without abc2midi."""
+    if abc.parser_available():
+        return abc.check_tunes(texts)
+    say("abc2midi not found (Debian package abcmidi): --jsonl has no well-formedness checks")
+    return [{} for _ in texts]
 
 
 def _tune_record(tune: SampledTune, text: str) -> dict:

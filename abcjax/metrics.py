@@ -23,6 +23,7 @@ TENSORBOARD_TAGS = {
     "step_time": "train/step_time",
     "eval_loss": "eval/loss",
     "eval_bpc": "eval/bpc",
+    "sample_well_formed_fraction": "samples/well_formed_fraction",
 }
 
 
@@ -41,6 +42,11 @@ class MetricsWriter:
     def write_config(self, config_json: str) -> None:
         if self._active:
             self._tensorboard.add_text("config", f"```\n{config_json}\n```", 0)
+
+    def write_samples(self, step: int, tunes: list[str]) -> None:
+        """Sampled tunes as TensorBoard text, so a user can read the model improving."""
+        if self._active:
+            self._tensorboard.add_text("samples", "\n\n".join(f"```\n{tune}\n```" for tune in tunes), step)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self._active:
@@ -95,6 +101,8 @@ class Progress:
         )
         if "eval_loss" in metrics:
             line += f"  | eval loss {metrics['eval_loss']:.4f}  bpc {metrics['eval_bpc']:.3f}"
+        if "sample_well_formed_fraction" in metrics:
+            line += f"  | samples {metrics['sample_well_formed_fraction']:.0%} well-formed"
         print(line, flush=True)
 
 

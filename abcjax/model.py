@@ -114,9 +114,13 @@ class CharLstm(nn.Module):
         return logits.astype(jnp.float32), tuple(new_carries)
 
 
-def zero_carries(config: ModelConfig, batch_size: int) -> tuple[LstmCarry, ...]:
-    """The state before the first character: zeros for every layer."""
-    zeros = jnp.zeros((batch_size, config.hidden_size), jnp.float32)
+def zero_carries(config: ModelConfig, like: jax.Array) -> tuple[LstmCarry, ...]:
+    """The state before the first character, for one row per entry of `like` [rows].
+
+    It is built from `like` so that it has the same sharding type: under shard_map, a loop whose
+    carry starts as a plain constant and comes back device-varying does not type-check.
+    """
+    zeros = jnp.zeros_like(like, jnp.float32)[:, None] + jnp.zeros((config.hidden_size,), jnp.float32)
     return tuple((zeros, zeros) for _ in range(config.num_layers))
 
 

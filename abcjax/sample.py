@@ -23,7 +23,11 @@ from jax.sharding import PartitionSpec as P
 
 from abcjax.data import END_OF_TUNE, Vocabulary
 from abcjax.errors import AbcjaxError
+from abcjax.model import CharLstm, zero_carries
 from abcjax.parallel import DATA_AXIS, check_divisible, shard_rows
+
+# How the seed notebook began every tune, and the default prime.
+DEFAULT_PRIME = "X:1\n"
 
 # (token [] int32, carry) -> (logits [vocab] float32, carry): the model, one tune, one character.
 TokensToLogits = Callable[[jax.Array, object], tuple[jax.Array, object]]
@@ -162,16 +166,23 @@ def encode_primes(primes: list[str], vocab: Vocabulary, max_length: int) -> tupl
     return buffer, lengths
 
 
-def make_chunk_sampler(tokens_to_logits_for, zero_carry, mesh: Mesh, options: SamplingOptions, newline: int):
-    """The compiled `(params, primes, prime_lengths, keys) -> TuneState` for chunks sharded over `mesh`.
+def one_tune_model(model: CharLstm, params) -> TokensToLogits:
+    """The model as the sampler wants it: one character of one tune in, its logits and state out."""
 
-    tokens_to_logits_for(params) gives the one-tune model function; zero_carry(n) the batched
-    initial carry of n tunes.
-    """
+    def tokens_to_logits(token, carry):
+        batched = jax.tree_util.tree_map(lambda x: x[None], carry)
+        logits, carries = model.apply({"params": params}, token[None, None], batched)
+        return logits[0, 0], jax.tree_util.tree_map(lambda x: x[0], carries)
+
+    return tokens_to_logits
+
+
+def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, newline: int):
+    """The compiled `(params, primes, prime_lengths, keys) -> TuneState` for chunks sharded over `mesh`."""
 
     def device_chunk(params, primes, prime_lengths, keys):
-        initial = initial_states(primes, prime_lengths, keys, zero_carry(primes.shape[0], like=prime_lengths))
-        return sample_chunk(tokens_to_logits_for(params), initial, options, newline)
+        initial = initial_states(primes, prime_lengths, keys, zero_carries(model.config, prime_lengths))
+        return sample_chunk(one_tune_model(model, params), initial, options, newline)
 
     rows = P(DATA_AXIS)
     sharded = jax.shard_map(device_chunk, mesh=mesh, in_specs=(P(), rows, rows, rows), out_specs=rows)

@@ -16,7 +16,7 @@ import time
 import jax
 import ml_collections
 
-from abcjax import checkpoint, corpus, data, metrics, parallel, steps
+from abcjax import abc, checkpoint, corpus, data, metrics, parallel, sample, steps
 from abcjax import config as config_lib
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, ModelConfig, count_params
@@ -103,6 +103,7 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
 
     tokens = parallel.replicate(dataset.train_tokens, mesh)
     evaluate = _make_evaluator(dataset, model, mesh, config)
+    sample_tunes = _make_tune_sampler(model, dataset.vocab, mesh, config)
     train_step = _compile(steps.make_train_step(model, tx, config, mesh), state, tokens)
     writer = metrics.MetricsWriter(workdir, first_step)
     writer.write_config(config_json)
@@ -116,17 +117,26 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
                 stopping = stop.signum  # read once: a signal may land at any point of this iteration
                 final = step == last_step or stopping is not None
                 do_eval = evaluate is not None and (step % train_cfg.eval_every == 0 or final)
-                if do_eval or final or step % train_cfg.log_every == 0:
+                do_sample = sample_tunes is not None and step % train_cfg.sample_every == 0
+                if do_eval or do_sample or final or step % train_cfg.log_every == 0:
                     logged = {key: float(value) for key, value in step_metrics.items()}
                     logged["step_time"] = progress.seconds_per_step(step)
                     logged["chars_per_sec"] = chars_per_step / logged["step_time"]
                     if do_eval:
                         logged.update(evaluate(state.params))
+                    if do_sample:
+                        logged.update(sample_tunes(state.params, step, writer))
                     writer.write(step, logged)
                     progress.report(step, logged)
                 if final or step % train_cfg.checkpoint_every == 0:
                     store.save(state, *metadata)
-                if do_eval or final or step % train_cfg.log_every == 0 or step % train_cfg.checkpoint_every == 0:
+                if (
+                    do_eval
+                    or do_sample
+                    or final
+                    or step % train_cfg.log_every == 0
+                    or step % train_cfg.checkpoint_every == 0
+                ):
                     progress.mark(step)
                 if stopping is not None:
                     metrics.say(f"stopped by {signal.Signals(stopping).name} at step {step}: checkpoint saved")
@@ -152,6 +162,35 @@ def _make_evaluator(dataset, model, mesh, config):
     arrays = [parallel.shard_rows(array, mesh, axis=1) for array in (batches.inputs, batches.targets, batches.weights)]
     eval_step = steps.make_eval_step(model, mesh)
     return lambda params: {key: float(value) for key, value in eval_step(params, *arrays).items()}
+
+
+def _make_tune_sampler(model, vocab, mesh, config):
+    """A function (params, step, writer) -> figures that samples a few tunes to TensorBoard; None when off.
+
+    The same seed every time, so each tune slot shows how one tune changes as the model learns.
+    """
+    train_cfg = config.train
+    if not train_cfg.sample_every:
+        return None
+    checks = abc.parser_available()
+    if not checks:
+        metrics.say("abc2midi not found (Debian package abcmidi): sampled tunes are logged without their checks")
+    devices = mesh.devices.size
+    num_tunes = -(-train_cfg.sample_tunes // devices) * devices
+    options = sample.SamplingOptions(max_length=train_cfg.sample_max_length)
+    chunk_sampler = sample.make_chunk_sampler(model, mesh, options, vocab.char2idx["\n"])
+    primes = sample.encode_primes([sample.DEFAULT_PRIME], vocab, options.max_length)
+
+    def sample_tunes(params, step: int, writer: metrics.MetricsWriter) -> dict[str, float]:
+        tunes = sample.sample_tunes(chunk_sampler, params, vocab, primes, config.seed, num_tunes, num_tunes, mesh)
+        texts = [tune.text for tune in tunes[: train_cfg.sample_tunes]]
+        writer.write_samples(step, texts)
+        if not checks:
+            return {}
+        well_formed = [check["well_formed"] for check in abc.check_tunes(texts)]
+        return {"sample_well_formed_fraction": sum(well_formed) / len(well_formed)}
+
+    return sample_tunes
 
 
 class _StopFlag:

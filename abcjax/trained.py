@@ -10,7 +10,6 @@ import dataclasses
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
@@ -27,25 +26,6 @@ class TrainedModel:
     vocab: Vocabulary
     model: CharLstm
     params: dict  # replicated on the mesh it was loaded for
-
-    def tokens_to_logits(self, params):
-        return one_tune_model(self.model, params)
-
-    def zero_carry(self, num_tunes: int, like: jax.Array):
-        """Zero LSTM state for `num_tunes` tunes, typed like `like` (varying under shard_map)."""
-        zeros = jnp.zeros_like(like, jnp.float32)[:, None] + jnp.zeros((self.model.config.hidden_size,))
-        return tuple((zeros, zeros) for _ in range(self.model.config.num_layers))
-
-
-def one_tune_model(model: CharLstm, params):
-    """The model as the sampler wants it: one character of one tune in, its logits and state out."""
-
-    def tokens_to_logits(token, carry):
-        batched = jax.tree_util.tree_map(lambda x: x[None], carry)
-        logits, carries = model.apply({"params": params}, token[None, None], batched)
-        return logits[0, 0], jax.tree_util.tree_map(lambda x: x[0], carries)
-
-    return tokens_to_logits
 
 
 def load_trained(workdir: str | pathlib.Path, step: int | None, mesh: Mesh) -> TrainedModel:

@@ -61,4 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     # Checkpoints kept in WORKDIR/checkpoints; older ones are deleted.
     config.train.keep_checkpoints = 3
+    # Steps between sampling a few tunes to TensorBoard, with their well-formed share (0 turns it off).
+    config.train.sample_every = 500
+    # Tunes sampled each time (rounded up to a multiple of the device count).
+    config.train.sample_tunes = 8
+    # Characters per sampled tune at most.
+    config.train.sample_max_length = 600
     return config

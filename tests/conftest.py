@@ -1,4 +1,4 @@
-"""Shared helpers: the repository's paths, tiny configs, and running the real `abcjax` command."""
+"""Shared helpers: the repository's paths, tiny configs, a short test tune, and running the real `abcjax` command."""
 
 import os
 import pathlib
@@ -12,6 +12,12 @@ from abcjax.config import load_config
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BUNDLED_CORPUS = REPO / "data" / "irish.abc"
 TINY_CONFIG = REPO / "configs" / "tiny.py"
+GOOD_BODY = "|:DFA dAF|GBd gdB|AFD EFE|1 D3 D2:|2 D3 D3||"  # a jig's part that passes every check
+
+
+def abc_tune(body: str = GOOD_BODY, header: str = "X:1\nT:Test\nM:6/8\nL:1/8\nK:D") -> str:
+    """A tune from a header and a body, so a test changes only the part it is about."""
+    return f"{header}\n{body}"
 
 
 def tiny_config(*overrides: str):

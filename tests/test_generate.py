@@ -64,7 +64,7 @@ def test_split_dir_and_jsonl_hold_every_tune(tmp_path, tiny_workdir):
     assert [record["index"] for record in records] == [0, 1, 2]
     for record, file in zip(records, files, strict=True):
         assert record["abc"] == file.read_text()
-        assert set(record) >= {"index", "abc", "length", "finished", "log_likelihood"}
+        assert set(record) >= {"index", "abc", "length", "finished", "log_likelihood", "well_formed", "meter", "key"}
         assert record["length"] <= 50 and record["log_likelihood"] < 0
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from abcjax.data import Vocabulary
 from abcjax.errors import AbcjaxError
+from abcjax.model import zero_carries
 from abcjax.parallel import make_mesh
 from abcjax.sample import (
     SamplingOptions,
@@ -14,11 +15,12 @@ from abcjax.sample import (
     filter_logits,
     initial_states,
     make_chunk_sampler,
+    one_tune_model,
     sample_chunk,
     sample_tunes,
     tune_keys,
 )
-from abcjax.trained import load_trained, one_tune_model
+from abcjax.trained import load_trained
 
 VOCAB_SIZE = 7
 NEWLINE = 6
@@ -112,7 +114,7 @@ def _slow_reference(trained, seed, index, prime, max_length):
     """The seed notebook's way: one tune, one character per Python iteration, the same keys."""
     step = jax.jit(one_tune_model(trained.model, trained.params))
     key = tune_keys(seed, np.array([index]))[0]
-    carry = jax.tree_util.tree_map(lambda x: x[0], trained.zero_carry(1, jnp.zeros(1)))
+    carry = jax.tree_util.tree_map(lambda x: x[0], zero_carries(trained.model.config, jnp.zeros(1)))
     tokens = list(trained.vocab.encode(prime))
     for position in range(max_length - 1):
         logits, carry = step(jnp.int32(tokens[position]), carry)
@@ -127,9 +129,7 @@ def _slow_reference(trained, seed, index, prime, max_length):
 
 def _sample(trained, mesh, num_tunes, batch_size, primes=("X:1\n",), max_length=60, seed=3):
     options = SamplingOptions(max_length=max_length)
-    sampler = make_chunk_sampler(
-        trained.tokens_to_logits, trained.zero_carry, mesh, options, trained.vocab.char2idx["\n"]
-    )
+    sampler = make_chunk_sampler(trained.model, mesh, options, trained.vocab.char2idx["\n"])
     encoded = encode_primes(list(primes), trained.vocab, max_length)
     return sample_tunes(sampler, trained.params, trained.vocab, encoded, seed, num_tunes, batch_size, mesh)
 

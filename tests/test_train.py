@@ -71,7 +71,7 @@ def test_tensorboard_events_hold_every_scalar_and_the_config(tmp_path):
     train_and_evaluate(tiny_config("--config.train.steps=4"), tmp_path)
     events = EventAccumulator(str(tmp_path))
     events.Reload()
-    assert set(events.Tags()["scalars"]) == set(TENSORBOARD_TAGS.values())
+    assert set(events.Tags()["scalars"]) == set(TENSORBOARD_TAGS.values()) - {"samples/well_formed_fraction"}
     assert [event.step for event in events.Scalars("train/loss")] == [2, 4]
     assert [event.step for event in events.Scalars("eval/bpc")] == [2, 4]
     assert "config/text_summary" in events.Tags()["tensors"]
@@ -157,3 +157,15 @@ def test_signal_saves_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path, si
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from the checkpoint of step {stopped_at}" in resumed.stdout
     assert f"step {stopped_at + 2}/{stopped_at + 2}" in resumed.stdout
+
+
+def test_tunes_sampled_during_training_reach_tensorboard_with_their_well_formed_share(tmp_path):
+    config = tiny_config("--config.train.steps=4", "--config.train.sample_every=2", "--config.train.sample_tunes=3")
+    train_and_evaluate(config, tmp_path)
+    shares = [line["sample_well_formed_fraction"] for line in _metrics(tmp_path)]
+    assert len(shares) == 2 and all(share in (0, 1 / 3, 2 / 3, 1) for share in shares)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [event.step for event in events.Scalars("samples/well_formed_fraction")] == [2, 4]
+    texts = [event.tensor_proto.string_val[0].decode() for event in events.Tensors("samples/text_summary")]
+    assert len(texts) == 2 and all(text.count("X:1") == 3 for text in texts)
