@@ -118,7 +118,9 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
                 final = step == last_step or stopping is not None
                 do_eval = evaluate is not None and (step % train_cfg.eval_every == 0 or final)
                 do_sample = sample_tunes is not None and step % train_cfg.sample_every == 0
-                if do_eval or do_sample or final or step % train_cfg.log_every == 0:
+                do_log = do_eval or do_sample or final or step % train_cfg.log_every == 0
+                do_save = final or step % train_cfg.checkpoint_every == 0
+                if do_log:
                     logged = {key: float(value) for key, value in step_metrics.items()}
                     logged["step_time"] = progress.seconds_per_step(step)
                     logged["chars_per_sec"] = chars_per_step / logged["step_time"]
@@ -128,16 +130,10 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
                         logged.update(sample_tunes(state.params, step, writer))
                     writer.write(step, logged)
                     progress.report(step, logged)
-                if final or step % train_cfg.checkpoint_every == 0:
+                if do_save:
                     store.save(state, *metadata)
-                if (
-                    do_eval
-                    or do_sample
-                    or final
-                    or step % train_cfg.log_every == 0
-                    or step % train_cfg.checkpoint_every == 0
-                ):
-                    progress.mark(step)
+                if do_log or do_save:
+                    progress.mark(step)  # evaluating, sampling and saving are not step time
                 if stopping is not None:
                     metrics.say(f"stopped by {signal.Signals(stopping).name} at step {step}: checkpoint saved")
                     break
