@@ -33,7 +33,7 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, state, config: dict, vocab: dict) -> None:
-        """Starts writing the checkpoint of `state.step` (in the background; see `wait`)."""
+        """Starts writing the checkpoint of `state.step` (in the background; `close` waits for it)."""
         step = int(state.step)
         if step in self._manager.all_steps():
             return
@@ -45,12 +45,16 @@ class Checkpoints:
             force=True,
         )
 
-    def wait(self) -> None:
-        """Blocks until every checkpoint started has been written completely."""
-        self._manager.wait_until_finished()
-
     def close(self) -> None:
+        """Finishes pending writes and stops Orbax's background workers."""
+        self._manager.wait_until_finished()
         self._manager.close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _check_step(self, step: int | None) -> int:
         available = self.steps()

@@ -53,14 +53,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         raise AbcjaxError(f"cannot use {workdir} as the workdir ({error.strerror}): give a directory path") from None
     model = CharLstm(ModelConfig.from_config(config, dataset.vocab.size))
     tx = steps.make_optimizer(config)
-    store = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-    try:
+    with checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints) as store:
         state = _initial_state(config, dataset.vocab, model, tx, store, mesh)
         metrics.say(f"model: {count_params(state.params):,} parameters; {_describe_devices(mesh)}")
         return _run(config, workdir, dataset, model, tx, store, mesh, state)
-    finally:
-        store.wait()
-        store.close()
 
 
 def _describe_devices(mesh) -> str:

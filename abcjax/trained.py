@@ -30,8 +30,7 @@ class TrainedModel:
 
 def load_trained(workdir: str | pathlib.Path, step: int | None, mesh: Mesh) -> TrainedModel:
     """The checkpoint of `step` (default the latest) in `workdir`, parameters replicated on `mesh`."""
-    store = Checkpoints(workdir, read_only=True)
-    try:
+    with Checkpoints(workdir, read_only=True) as store:
         step, saved_config, saved_vocab = store.restore_metadata(step)
         config = ml_collections.ConfigDict(saved_config)
         vocab = Vocabulary.from_json(saved_vocab)
@@ -39,6 +38,4 @@ def load_trained(workdir: str | pathlib.Path, step: int | None, mesh: Mesh) -> T
         tx = steps.make_optimizer(config)
         target = jax.eval_shape(lambda: steps.create_train_state(model, tx, config.seed))
         state = store.restore_state(step, target, mesh)
-    finally:
-        store.close()
     return TrainedModel(step, config, vocab, model, state.params)

@@ -19,6 +19,11 @@ def _metrics(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _saved_steps(workdir):
+    with Checkpoints(workdir, read_only=True) as store:
+        return store.steps()
+
+
 def _relative_difference(a, b):
     return abs(a - b) / max(abs(a), abs(b))
 
@@ -80,9 +85,9 @@ def test_tensorboard_events_hold_every_scalar_and_the_config(tmp_path):
 def test_checkpoints_keep_the_last_k_with_config_and_vocabulary(tmp_path):
     config = tiny_config("--config.train.steps=8", "--config.train.keep_checkpoints=2")
     train_and_evaluate(config, tmp_path)
-    store = Checkpoints(tmp_path, read_only=True)
-    assert store.steps() == [6, 8]
-    step, saved_config, vocab = store.restore_metadata()
+    with Checkpoints(tmp_path, read_only=True) as store:
+        assert store.steps() == [6, 8]
+        step, saved_config, vocab = store.restore_metadata()
     assert step == 8 and saved_config["train"]["steps"] == 8
     assert len(vocab["chars"]) == 83 and vocab["chars"] == sorted(vocab["chars"])
 
@@ -97,7 +102,7 @@ def test_resuming_with_another_model_shape_is_refused(tmp_path):
     train_and_evaluate(tiny_config("--config.train.steps=2"), tmp_path)
     with pytest.raises(AbcjaxError, match="model.hidden_size=16, but the config says 32"):
         train_and_evaluate(tiny_config("--config.train.steps=4", "--config.model.hidden_size=32"), tmp_path)
-    assert Checkpoints(tmp_path, read_only=True).steps() == [2]
+    assert _saved_steps(tmp_path) == [2]
 
 
 def test_resuming_on_another_corpus_is_refused(tmp_path, small_corpus):
@@ -149,7 +154,7 @@ def test_signal_saves_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path, si
     assert "Traceback" not in stderr
     stopped_at = int(stdout.split(f"stopped by {signal.Signals(signum).name} at step ")[1].split(":")[0])
     assert stopped_at >= 3
-    assert Checkpoints(tmp_path, read_only=True).steps() == [stopped_at]
+    assert _saved_steps(tmp_path) == [stopped_at]
 
     resumed = run_abcjax(
         "train", "--config", str(TINY_CONFIG), "--workdir", str(tmp_path), f"--config.train.steps={stopped_at + 2}"
