@@ -53,6 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--corpus", help="training corpus to compare with and check copying against")
     evaluate.add_argument("--json", action="store_true", help="print the full report, per-tune list included, as JSON")
 
+    bench = commands.add_parser(
+        "bench",
+        help="measure training and sampling throughput of a config",
+        epilog="Override any config key with --config.KEY=VALUE, e.g. --config.train.batch_size=256.",
+    )
+    bench.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
+    bench.add_argument("--steps", type=int, default=20, help="timed train steps after warm-up (default 20)")
+    bench.add_argument("--num_tunes", type=int, default=1024, help="tunes sampled at once (default 1024)")
+    bench.add_argument("--sample_length", type=int, default=100, help="characters sampled per tune (default 100)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
     render = commands.add_parser("render", help="write MIDI, WAV and SVG files of a tunebook's tunes")
     render.add_argument("tunebook", help="ABC file, e.g. one written by abcjax sample --out")
     render.add_argument("--out", required=True, help="directory for the files (created if needed; reruns overwrite)")
@@ -105,6 +116,19 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace, overrides: list[str]) -> int:
+    from abcjax import bench
+    from abcjax import config as config_lib
+
+    for name in ("steps", "num_tunes", "sample_length"):
+        if getattr(args, name) < 1:
+            raise AbcjaxError(f"--{name} {getattr(args, name)} must be at least 1")
+    config = config_lib.load_config(args.config, overrides)
+    report = bench.run_bench(config, args.steps, args.num_tunes, args.sample_length)
+    print(json.dumps(report) if args.json else bench.format_report(report))
+    return 0
+
+
 def _render(args: argparse.Namespace, overrides: list[str]) -> int:
     from abcjax import render
 
@@ -118,14 +142,18 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: runs a subcommand; a user mistake is one line on stderr and exit code 2."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    overrides = [arg for arg in extra if arg.startswith("--config.") and args.command == "train"]
+    overrides = [arg for arg in extra if arg.startswith("--config.") and args.command in ("train", "bench")]
     unknown = [arg for arg in extra if arg not in overrides]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's routine notices are not the user's concern.
+    if args.command in ("train", "sample", "bench"):
+        from abcjax import parallel
+
+        parallel.enable_compilation_cache()
     try:
-        commands = {"train": _train, "sample": _sample, "evaluate": _evaluate, "render": _render}
+        commands = {"train": _train, "sample": _sample, "evaluate": _evaluate, "bench": _bench, "render": _render}
         code = commands[args.command](args, overrides)
     except AbcjaxError as error:
         print(f"abcjax: error: {error}", file=sys.stderr)

@@ -6,6 +6,9 @@ DATA_AXIS; parameters are replicated, batches are split along their first dimens
 
 from __future__ import annotations
 
+import os
+import pathlib
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -14,6 +17,16 @@ from jax.sharding import PartitionSpec as P
 from abcjax.errors import AbcjaxError
 
 DATA_AXIS = "data"
+# Where compiled programs are kept between runs; ABCJAX_COMPILATION_CACHE overrides it.
+DEFAULT_COMPILATION_CACHE = pathlib.Path.home() / ".cache" / "abcjax" / "xla"
+
+
+def enable_compilation_cache() -> None:
+    """Keeps compiled steps on disk, so a second run of the same config skips XLA compilation."""
+    jax.config.update(
+        "jax_compilation_cache_dir", os.environ.get("ABCJAX_COMPILATION_CACHE", str(DEFAULT_COMPILATION_CACHE))
+    )
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def make_mesh() -> Mesh:

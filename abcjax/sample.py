@@ -41,6 +41,7 @@ class SamplingOptions:
     top_k: int = 0  # keep only the k most likely characters; 0 keeps all
     top_p: float = 1.0  # keep the smallest set of characters whose probability reaches top_p
     max_length: int = 1000  # characters per tune, prime included
+    stop_at_end: bool = True  # False: every tune runs to max_length (benchmarks compare like for like)
 
     def check(self) -> None:
         if not self.temperature > 0:
@@ -99,7 +100,7 @@ def _sample_step(state: TuneState, tokens_to_logits: TokensToLogits, options: Sa
     priming = position + 1 < state.prime_length
     next_token = jnp.where(priming, state.tokens[position + 1], sampled).astype(jnp.int32)
     log_prob = jax.nn.log_softmax(logits)[next_token]
-    ended = ~priming & (token == newline) & (next_token == newline)
+    ended = ~priming & (token == newline) & (next_token == newline) & options.stop_at_end
     advanced = TuneState(
         tokens=state.tokens.at[position + 1].set(next_token),
         prime_length=state.prime_length,

@@ -154,3 +154,15 @@ def test_tunes_do_not_depend_on_count_or_chunk_size(tiny_workdir):
     assert [tune.index for tune in many] == list(range(10))
     assert few == many[:3]
     assert len({tune.text for tune in many}) > 1
+
+
+def test_without_stop_at_end_every_tune_runs_to_max_length():
+    def tokens_to_logits(token, carry):
+        return 50.0 * jax.nn.one_hot(NEWLINE, VOCAB_SIZE), carry
+
+    vocab = Vocabulary(tuple("abcdef\n"))
+    buffer, lengths = encode_primes(["a"], vocab, 9)
+    initial = initial_states(buffer, lengths, tune_keys(0, np.arange(1)), jnp.zeros(1))
+    result = sample_chunk(tokens_to_logits, initial, SamplingOptions(max_length=9, stop_at_end=False), NEWLINE)
+    assert vocab.decode(result.tokens[0]) == "a" + "\n" * 8
+    assert int(result.position[0]) == 8 and not result.ended[0]

@@ -1,0 +1,51 @@
+"""`abcjax bench`: the figures it promises, over every device, and the compilation cache it fills."""
+
+import json
+import os
+
+from conftest import TINY_CONFIG, run_abcjax
+
+KEYS = {
+    "backend",
+    "devices",
+    "compile_seconds",
+    "train_chars_per_sec",
+    "sample_chars_per_sec",
+    "sample_tunes_per_sec",
+    "peak_rss_mb",
+}
+
+
+def test_bench_json_reports_every_figure_over_all_devices_and_fills_the_compilation_cache(tmp_path, monkeypatch):
+    monkeypatch.setitem(os.environ, "ABCJAX_COMPILATION_CACHE", str(tmp_path / "cache"))
+    result = run_abcjax(
+        "bench",
+        "--config",
+        str(TINY_CONFIG),
+        "--steps",
+        "2",
+        "--num_tunes",
+        "4",
+        "--sample_length",
+        "5",
+        "--json",
+        "--config.train.batch_size=4",
+        devices=2,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == KEYS
+    assert (report["backend"], report["devices"]) == ("cpu", 2)
+    assert all(report[key] > 0 for key in KEYS - {"backend", "devices"})
+    # Every tune is exactly --sample_length characters (no early stop); the figures are rounded.
+    assert abs(report["sample_chars_per_sec"] / report["sample_tunes_per_sec"] - 5) < 0.01
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_bench_refuses_bad_figures_in_one_line():
+    result = run_abcjax("bench", "--config", str(TINY_CONFIG), "--steps", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "abcjax: error: --steps 0 must be at least 1"
+    result = run_abcjax("bench", "--config", str(TINY_CONFIG), "--num_tunes", "3", devices=2)
+    assert result.returncode == 2
+    assert "--num_tunes=3 does not split over 2 devices" in result.stderr
