@@ -11,16 +11,24 @@ import resource
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
-from abcjax import corpus, data, parallel, sample, steps
-from abcjax.model import CharLstm, ModelConfig
+from abcjax import corpus, data, parallel, sample, steps, torch_peer
+from abcjax.model import CharLstm, ModelConfig, zero_carries
 
 WARMUP_STEPS = 2
 
 
-def run_bench(config: ml_collections.ConfigDict, num_steps: int, num_tunes: int, sample_length: int) -> dict:
-    """Measures training and sampling throughput; returns the figures as a JSON-able dict."""
+def run_bench(
+    config: ml_collections.ConfigDict, num_steps: int, num_tunes: int, sample_length: int, compare_torch: bool = False
+) -> dict:
+    """Measures training and sampling throughput; returns the figures as a JSON-able dict.
+
+    With `compare_torch`, the same model in PyTorch is timed too, and the speed-ups are added.
+    """
+    if compare_torch:
+        torch_peer.require_torch()  # before minutes of measuring, not after
     mesh = parallel.make_mesh()
     parallel.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     parallel.check_divisible(num_tunes, mesh, "--num_tunes")
@@ -40,15 +48,21 @@ def run_bench(config: ml_collections.ConfigDict, num_steps: int, num_tunes: int,
     chars_per_step = config.train.batch_size * config.data.seq_length
 
     sample_seconds = _time_sampling(model, state.params, dataset.vocab, mesh, num_tunes, sample_length)
-    return {
+    seed_seconds = _time_seed_procedure(model, state.params, sample_length)
+    report = {
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
         "compile_seconds": round(compile_seconds, 3),
         "train_chars_per_sec": round(num_steps * chars_per_step / train_seconds, 1),
         "sample_chars_per_sec": round(num_tunes * sample_length / sample_seconds, 1),
         "sample_tunes_per_sec": round(num_tunes / sample_seconds, 2),
+        "seed_sample_chars_per_sec": round(sample_length / seed_seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if not compare_torch:
+        return report
+    peer = torch_peer.run_torch_bench(config, dataset.vocab.size, num_steps, num_tunes, sample_length)
+    return with_torch_comparison(report, peer)
 
 
 def _timed(work):
@@ -76,6 +90,37 @@ def _time_sampling(model, params, vocab, mesh, num_tunes: int, sample_length: in
     sample_all()  # compiles
     seconds, _ = _timed(sample_all)
     return seconds
+
+
+def _time_seed_procedure(model, params, sample_length: int) -> float:
+    """Seconds for one tune the seed notebook's way: batch 1, one compiled model call per character."""
+    step = jax.jit(sample.one_tune_model(model, params))
+    carry = jax.tree_util.tree_map(lambda x: x[0], zero_carries(model.config, jnp.zeros(1)))
+    key = jax.random.PRNGKey(0)
+
+    def one_tune(carry):
+        token = jnp.int32(0)
+        for position in range(sample_length):
+            logits, carry = step(token, carry)
+            token = jax.random.categorical(jax.random.fold_in(key, position), logits)
+        return token
+
+    one_tune(carry)  # compiles
+    seconds, _ = _timed(lambda: one_tune(carry))
+    return seconds
+
+
+def with_torch_comparison(report: dict, torch_report: dict) -> dict:
+    """The report with PyTorch's figures and the speed-ups over it and over the seed procedure."""
+    return {
+        **report,
+        **torch_report,
+        "train_speedup_vs_torch": round(report["train_chars_per_sec"] / torch_report["torch_train_chars_per_sec"], 2),
+        "sample_speedup_vs_torch": round(
+            report["sample_chars_per_sec"] / torch_report["torch_sample_chars_per_sec"], 2
+        ),
+        "sample_speedup_vs_seed": round(report["sample_chars_per_sec"] / report["seed_sample_chars_per_sec"], 1),
+    }
 
 
 def format_report(report: dict) -> str:

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--num_tunes", type=int, default=1024, help="tunes sampled at once (default 1024)")
     bench.add_argument("--sample_length", type=int, default=100, help="characters sampled per tune (default 100)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--compare_torch", action="store_true", help="also time the same model in PyTorch (needs the torch extra)"
+    )
 
     render = commands.add_parser("render", help="write MIDI, WAV and SVG files of a tunebook's tunes")
     render.add_argument("tunebook", help="ABC file, e.g. one written by abcjax sample --out")
@@ -93,16 +96,16 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
         raise AbcjaxError("nothing to write: give --out FILE, --split_dir DIR or --jsonl FILE")
     generate.generate(
         generate.SampleRequest(
-            args.workdir,
-            args.num_tunes,
-            args.out,
-            args.seed,
-            options,
-            primes,
-            args.batch_size,
-            args.step,
-            args.split_dir,
-            args.jsonl,
+            workdir=args.workdir,
+            num_tunes=args.num_tunes,
+            out=args.out,
+            seed=args.seed,
+            options=options,
+            primes=primes,
+            batch_size=args.batch_size,
+            step=args.step,
+            split_dir=args.split_dir,
+            jsonl=args.jsonl,
         )
     )
     return 0
@@ -124,7 +127,7 @@ def _bench(args: argparse.Namespace, overrides: list[str]) -> int:
         if getattr(args, name) < 1:
             raise AbcjaxError(f"--{name} {getattr(args, name)} must be at least 1")
     config = config_lib.load_config(args.config, overrides)
-    report = bench.run_bench(config, args.steps, args.num_tunes, args.sample_length)
+    report = bench.run_bench(config, args.steps, args.num_tunes, args.sample_length, args.compare_torch)
     print(json.dumps(report) if args.json else bench.format_report(report))
     return 0
 
@@ -132,6 +135,8 @@ def _bench(args: argparse.Namespace, overrides: list[str]) -> int:
 def _render(args: argparse.Namespace, overrides: list[str]) -> int:
     from abcjax import render
 
+    if not args.timeout > 0:
+        raise AbcjaxError(f"--timeout {args.timeout} must be above 0 seconds")
     formats = {name for name in render.FORMATS if getattr(args, name)}  # none named: all three
     report = render.render_tunebook(args.tunebook, args.out, formats, jobs=args.jobs, timeout=args.timeout)
     print(report.summary())

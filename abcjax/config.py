@@ -39,6 +39,7 @@ def _load_config_file(path: pathlib.Path) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(spec)
     # Derived configs `import default` from their own directory, wherever that is.
     sys.path.insert(0, str(path.resolve().parent))
+    modules_before = set(sys.modules)
     try:
         spec.loader.exec_module(module)
         config = module.get_config()
@@ -46,6 +47,10 @@ def _load_config_file(path: pathlib.Path) -> ml_collections.ConfigDict:
         raise AbcjaxError(f"config file {path} failed to load: {type(error).__name__}: {error}") from None
     finally:
         sys.path.pop(0)
+        # Forget the siblings it imported, so another directory's `import default` gets its own.
+        for name in set(sys.modules) - modules_before:
+            if str(getattr(sys.modules[name], "__file__", "")).startswith(str(path.resolve().parent)):
+                del sys.modules[name]
     if not isinstance(config, ml_collections.ConfigDict):
         raise AbcjaxError(f"config file {path}: get_config() must return an ml_collections.ConfigDict")
     return config
@@ -101,6 +106,7 @@ def _parse_value(text: str, old, dotted: str):
 
 # (key, test, what the user must give)
 _RULES = (
+    ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
     ("data.seq_length", lambda v: v >= 1, "at least 1"),
     ("data.val_fraction", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("model.embed_dim", lambda v: v >= 1, "at least 1"),

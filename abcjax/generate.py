@@ -60,7 +60,12 @@ def generate(request: SampleRequest) -> list[SampledTune]:
     """Samples the tunes of `request` and writes every output it asks for."""
     if request.num_tunes < 1:
         raise AbcjaxError(f"--num_tunes {request.num_tunes} must be at least 1")
+    if request.batch_size < 1:
+        raise AbcjaxError(f"--batch_size {request.batch_size} must be at least 1")
+    if not 0 <= request.seed < 2**32:
+        raise AbcjaxError(f"--seed {request.seed} must be in [0, 2**32)")
     request.options.check()
+    _check_output_paths(request)
     mesh = parallel.make_mesh()
     batch_size = min(request.batch_size, _round_up(request.num_tunes, mesh.devices.size))
     parallel.check_divisible(batch_size, mesh, "--batch_size")
@@ -93,6 +98,15 @@ def generate(request: SampleRequest) -> list[SampledTune]:
     return tunes
 
 
+def _check_output_paths(request: SampleRequest) -> None:
+    """Fails before sampling, not after it, when an output cannot be written."""
+    for path in (request.out, request.jsonl):
+        if path and not pathlib.Path(path).parent.is_dir():
+            raise AbcjaxError(f"cannot write {path}: its directory does not exist; create it first")
+    if request.split_dir and pathlib.Path(request.split_dir).exists() and not pathlib.Path(request.split_dir).is_dir():
+        raise AbcjaxError(f"--split_dir {request.split_dir} is a file: give a directory")
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -103,11 +117,17 @@ def _report_progress(done: int, total: int, started: float) -> None:
 
 
 def numbered_tune(tune: SampledTune, number: int) -> str:
-    """The tune as X:number, ending with its newline (the blank line after it is the caller's)."""
+    """The tune as X:number, ending with its newline (the blank line after it is the caller's).
+
+    The model sometimes starts a new tune without the blank line (an `X:` line) or writes a line of
+    spaces; an ABC reader ends the tune there, so the tune is cut there too, and a tunebook of N
+    sampled tunes holds exactly N tunes.
+    """
     lines = tune.text.rstrip("\n").split("\n")
     if lines[0].startswith("X:"):
         lines = lines[1:]
-    return "\n".join([f"X:{number}", *lines]) + "\n"
+    end = next((i for i, line in enumerate(lines) if line.startswith("X:") or not line.strip()), len(lines))
+    return "\n".join([f"X:{number}", *lines[:end]]) + "\n"
 
 
 def tunebook_header(request: SampleRequest, step: int) -> str:
@@ -129,7 +149,10 @@ def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) 
         say(f"wrote {request.out}")
     if request.split_dir:
         directory = pathlib.Path(request.split_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise AbcjaxError(f"cannot create --split_dir {directory} ({error.strerror})") from None
         width = max(4, len(str(len(tunes))))
         for number, text in enumerate(texts, start=1):
             _write_atomically(directory / f"tune-{number:0{width}d}.abc", text)
@@ -156,7 +179,7 @@ def _tune_record(tune: SampledTune, text: str) -> dict:
     return {
         "index": tune.index,
         "abc": text,
-        "length": tune.length,
+        "length": len(text),
         "finished": tune.finished,
         "log_likelihood": round(tune.log_likelihood, 4),
     }

@@ -1,6 +1,6 @@
 """Where training figures go: TensorBoard event files, WORKDIR/metrics.jsonl, and the console.
 
-Only process 0 writes, so a multi-host run logs once.
+Only process 0 writes, so that a run over several processes would log once.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The device mesh and how arrays are placed on it.
 
-Data parallelism with pmap semantics: a 1-D mesh over every device of every host, named
-DATA_AXIS; parameters are replicated, batches are split along their first dimension.
+Data parallelism with pmap semantics: a 1-D mesh over every device JAX sees, named DATA_AXIS;
+parameters are replicated, batches are split along their first dimension. One host today: the
+multi-host set-up (jax.distributed) is still to come.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
 
 
 def replicate(tree, mesh: Mesh):
-    """Places a tree of host arrays whole on every device (works across hosts as well)."""
+    """Places a tree of host arrays whole on every device."""
     sharding = NamedSharding(mesh, P())
     return jax.tree_util.tree_map(lambda x: _put(np.asarray(x), sharding), tree)
 

@@ -72,11 +72,17 @@ def _initial_state(config, vocab, model, tx, store, mesh) -> steps.TrainState:
     if latest is None:
         return fresh
     step, saved_config, saved_vocab = store.restore_metadata(latest)
-    for key, value in config.model.to_dict().items():
-        if saved_config["model"].get(key) != value:
+    # The model's shape, and the split: another seed or val_fraction would move validation tunes
+    # into training mid-run.
+    must_match = {f"model.{key}": value for key, value in config.model.to_dict().items()}
+    must_match |= {"seed": config.seed, "data.val_fraction": config.data.val_fraction}
+    for key, value in must_match.items():
+        section, _, name = key.rpartition(".")
+        saved = (saved_config[section] if section else saved_config).get(name)
+        if saved != value:
             raise AbcjaxError(
-                f"{store.directory} holds a model with model.{key}={saved_config['model'].get(key)!r}, "
-                f"but the config says {value!r}: use the same model config to resume, or a new --workdir"
+                f"{store.directory} was trained with {key}={saved!r}, but the config says {value!r}: "
+                "use the same value to resume, or a new --workdir"
             )
     if data.Vocabulary.from_json(saved_vocab) != vocab:
         raise AbcjaxError(
@@ -112,8 +118,9 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
                 state, step_metrics = train_step(state, tokens)
                 stopping = stop.signum  # read once: a signal may land at any point of this iteration
                 final = step == last_step or stopping is not None
-                do_eval = evaluate is not None and (step % train_cfg.eval_every == 0 or final)
-                do_sample = sample_tunes is not None and step % train_cfg.sample_every == 0
+                # A stopping run saves at once: a spot VM's notice may not cover evaluation or sampling.
+                do_eval = evaluate is not None and stopping is None and (step % train_cfg.eval_every == 0 or final)
+                do_sample = sample_tunes is not None and stopping is None and step % train_cfg.sample_every == 0
                 do_log = do_eval or do_sample or final or step % train_cfg.log_every == 0
                 do_save = final or step % train_cfg.checkpoint_every == 0
                 if do_log:

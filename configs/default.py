@@ -39,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"
 
     config.train = ml_collections.ConfigDict()
-    # Global batch: windows per step across all devices of all hosts (a multiple of the device count).
+    # Global batch: windows per step across all devices (a multiple of the device count).
     config.train.batch_size = 32
     # Total optimizer steps; running again with more steps on the same workdir continues the run.
     config.train.steps = 3000

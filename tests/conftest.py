@@ -4,10 +4,14 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from abcjax.config import load_config
+
+# The suite compiles into its own cache (inherited by the processes it starts), not the user's.
+os.environ.setdefault("ABCJAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="abcjax-test-xla-"))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BUNDLED_CORPUS = REPO / "data" / "irish.abc"

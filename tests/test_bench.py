@@ -1,5 +1,6 @@
 """`abcjax bench`: the figures it promises, over every device, and the compilation cache it fills."""
 
+import importlib.util
 import json
 import os
 
@@ -12,26 +13,19 @@ KEYS = {
     "train_chars_per_sec",
     "sample_chars_per_sec",
     "sample_tunes_per_sec",
+    "seed_sample_chars_per_sec",
     "peak_rss_mb",
 }
 
 
+def _tiny_bench(*args: str, devices: int = 1):
+    """`abcjax bench --json` of configs/tiny.py with two timed steps."""
+    return run_abcjax("bench", "--config", str(TINY_CONFIG), "--steps", "2", "--json", *args, devices=devices)
+
+
 def test_bench_json_reports_every_figure_over_all_devices_and_fills_the_compilation_cache(tmp_path, monkeypatch):
     monkeypatch.setitem(os.environ, "ABCJAX_COMPILATION_CACHE", str(tmp_path / "cache"))
-    result = run_abcjax(
-        "bench",
-        "--config",
-        str(TINY_CONFIG),
-        "--steps",
-        "2",
-        "--num_tunes",
-        "4",
-        "--sample_length",
-        "5",
-        "--json",
-        "--config.train.batch_size=4",
-        devices=2,
-    )
+    result = _tiny_bench("--num_tunes", "4", "--sample_length", "5", "--config.train.batch_size=4", devices=2)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report) == KEYS
@@ -49,3 +43,17 @@ def test_bench_refuses_bad_figures_in_one_line():
     result = run_abcjax("bench", "--config", str(TINY_CONFIG), "--num_tunes", "3", devices=2)
     assert result.returncode == 2
     assert "--num_tunes=3 does not split over 2 devices" in result.stderr
+
+
+def test_compare_torch_adds_the_peer_and_the_speedups_or_says_how_to_install_torch():
+    result = _tiny_bench("--num_tunes", "2", "--sample_length", "3", "--compare_torch")
+    if importlib.util.find_spec("torch") is None:
+        assert result.returncode == 2
+        assert result.stderr.strip() == "abcjax: error: --compare_torch needs PyTorch: pip install -e '.[torch]'"
+        return
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    peer = {"torch_train_chars_per_sec", "torch_sample_chars_per_sec", "train_speedup_vs_torch"}
+    assert peer <= set(report)
+    ratio = report["train_chars_per_sec"] / report["torch_train_chars_per_sec"]
+    assert abs(report["train_speedup_vs_torch"] - ratio) < 0.01

@@ -82,3 +82,14 @@ def test_config_missing_a_key_says_which(tmp_path):
     )
     with pytest.raises(AbcjaxError, match="config is missing key data.val_fraction"):
         load_config(partial)
+
+
+def test_configs_in_two_directories_each_import_their_own_default(tmp_path):
+    for seed in (5, 6):
+        directory = tmp_path / f"configs{seed}"
+        directory.mkdir()
+        (directory / "default.py").write_text(
+            (REPO / "configs" / "default.py").read_text().replace("config.seed = 0", f"config.seed = {seed}")
+        )
+        (directory / "mine.py").write_text("import default\n\n\ndef get_config():\n    return default.get_config()\n")
+        assert load_config(directory / "mine.py").seed == seed

@@ -5,6 +5,8 @@ import json
 import pytest
 
 from abcjax.cli import main
+from abcjax.generate import numbered_tune
+from abcjax.sample import SampledTune
 from conftest import run_abcjax
 
 
@@ -65,7 +67,9 @@ def test_split_dir_and_jsonl_hold_every_tune(tmp_path, tiny_workdir):
     for record, file in zip(records, files, strict=True):
         assert record["abc"] == file.read_text()
         assert set(record) >= {"index", "abc", "length", "finished", "log_likelihood", "well_formed", "meter", "key"}
-        assert record["length"] <= 50 and record["log_likelihood"] < 0
+        # At most --max_length sampled characters, plus the newline that ends the tune's last line.
+        assert record["length"] == len(record["abc"]) <= 51
+        assert record["log_likelihood"] < 0
 
 
 def test_prime_file_primes_are_cycled_over_the_tunes(tmp_path, tiny_workdir):
@@ -88,6 +92,8 @@ def test_prime_file_primes_are_cycled_over_the_tunes(tmp_path, tiny_workdir):
         (["--step", "3"], "no checkpoint for step 3"),
         (["--prime", "X:1\\nK:Ü"], "characters 'Ü' are not in the model's vocabulary"),
         (["--max_length", "3"], "prime 1 has 4 characters: raise --max_length"),
+        (["--batch_size", "0"], "--batch_size 0 must be at least 1"),
+        (["--seed", "-1"], "--seed -1 must be in [0, 2**32)"),
     ],
 )
 def test_bad_sample_arguments_are_one_line(tmp_path, capsys, tiny_workdir, args, message):
@@ -105,3 +111,25 @@ def test_workdir_without_checkpoints_is_one_line(tmp_path, capsys):
         main(["sample", "--workdir", str(tmp_path), "--out", str(tmp_path / "x.abc")])
     assert exit_info.value.code == 2
     assert "no checkpoint in" in capsys.readouterr().err
+
+
+def test_an_output_in_a_missing_directory_fails_before_sampling(tmp_path, capsys, tiny_workdir):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--workdir", str(tiny_workdir), "--out", str(tmp_path / "nodir" / "x.abc")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr()
+    assert "its directory does not exist" in error.err and "sampling" not in error.out
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("X:1\nT:A\nK:D\nabc|", "X:7\nT:A\nK:D\nabc|\n"),
+        ("X:1\nT:A\nK:D\nabc|\nX:2\nT:B\nK:G\ndef|", "X:7\nT:A\nK:D\nabc|\n"),
+        ("X:1\nT:A\nK:D\nabc|\n   \ndef|", "X:7\nT:A\nK:D\nabc|\n"),
+        ("T:A\nK:D\nabc|", "X:7\nT:A\nK:D\nabc|\n"),
+    ],
+)
+def test_a_tune_is_renumbered_and_ends_where_an_abc_reader_would_end_it(text, expected):
+    tune = SampledTune(index=6, text=text, length=len(text), finished=True, log_likelihood=-1.0)
+    assert numbered_tune(tune, 7) == expected

@@ -174,3 +174,10 @@ def test_tunes_sampled_during_training_reach_tensorboard_with_their_well_formed_
     assert [event.step for event in events.Scalars("samples/well_formed_fraction")] == [2, 4]
     texts = [event.tensor_proto.string_val[0].decode() for event in events.Tensors("samples/text_summary")]
     assert len(texts) == 2 and all(text.count("X:1") == 3 for text in texts)
+
+
+@pytest.mark.parametrize("override", ["--config.seed=1", "--config.data.val_fraction=0.2"])
+def test_resuming_with_another_split_is_refused(tmp_path, override):
+    train_and_evaluate(tiny_config("--config.train.steps=2"), tmp_path)
+    with pytest.raises(AbcjaxError, match="use the same value to resume"):
+        train_and_evaluate(tiny_config("--config.train.steps=4", override), tmp_path)
