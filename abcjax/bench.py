@@ -81,11 +81,10 @@ def _run_steps(train_step, state, tokens, num_steps: int):
 def _time_sampling(model, params, vocab, mesh, num_tunes: int, sample_length: int) -> float:
     """Seconds to sample `num_tunes` tunes of `sample_length` characters after the prime, compiled."""
     options = sample.SamplingOptions(max_length=len(sample.DEFAULT_PRIME) + sample_length, stop_at_end=False)
-    sampler = sample.make_chunk_sampler(model, mesh, options, vocab.char2idx["\n"])
-    primes = sample.encode_primes([sample.DEFAULT_PRIME], vocab, options.max_length)
+    sampler = sample.make_sampler(model, vocab, mesh, options, [sample.DEFAULT_PRIME])
 
     def sample_all():
-        return sample.sample_tunes(sampler, params, vocab, primes, 0, num_tunes, num_tunes, mesh)
+        return sampler(params, 0, num_tunes, num_tunes)
 
     sample_all()  # compiles
     seconds, _ = _timed(sample_all)

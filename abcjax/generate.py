@@ -15,14 +15,7 @@ import time
 from abcjax import abc, parallel
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import format_duration, say
-from abcjax.sample import (
-    DEFAULT_PRIME,
-    SampledTune,
-    SamplingOptions,
-    encode_primes,
-    make_chunk_sampler,
-    sample_tunes,
-)
+from abcjax.sample import DEFAULT_PRIME, SampledTune, SamplingOptions, make_sampler
 from abcjax.trained import load_trained
 
 
@@ -67,24 +60,18 @@ def generate(request: SampleRequest) -> list[SampledTune]:
     request.options.check()
     _check_output_paths(request)
     mesh = parallel.make_mesh()
-    batch_size = min(request.batch_size, _round_up(request.num_tunes, mesh.devices.size))
+    batch_size = min(request.batch_size, parallel.round_up_to_devices(request.num_tunes, mesh))
     parallel.check_divisible(batch_size, mesh, "--batch_size")
     trained = load_trained(request.workdir, request.step, mesh)
-    primes = encode_primes(list(request.primes), trained.vocab, request.options.max_length)
-    newline = trained.vocab.char2idx["\n"]
-    sampler = make_chunk_sampler(trained.model, mesh, request.options, newline)
+    sampler = make_sampler(trained.model, trained.vocab, mesh, request.options, list(request.primes))
 
     say(f"sampling {request.num_tunes} tunes from the checkpoint of step {trained.step} in {request.workdir}")
     started = time.perf_counter()
-    tunes = sample_tunes(
-        sampler,
+    tunes = sampler(
         trained.params,
-        trained.vocab,
-        primes,
         request.seed,
         request.num_tunes,
         batch_size,
-        mesh,
         on_chunk=lambda done: _report_progress(done, request.num_tunes, started),
     )
     seconds = time.perf_counter() - started
@@ -105,10 +92,6 @@ def _check_output_paths(request: SampleRequest) -> None:
             raise AbcjaxError(f"cannot write {path}: its directory does not exist; create it first")
     if request.split_dir and pathlib.Path(request.split_dir).exists() and not pathlib.Path(request.split_dir).is_dir():
         raise AbcjaxError(f"--split_dir {request.split_dir} is a file: give a directory")
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def _report_progress(done: int, total: int, started: float) -> None:

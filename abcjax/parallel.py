@@ -42,6 +42,12 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
         raise AbcjaxError(f"{what}={batch_size} does not split over {devices} devices: use a multiple of {devices}")
 
 
+def round_up_to_devices(count: int, mesh: Mesh) -> int:
+    """The smallest multiple of the device count that holds `count` rows."""
+    devices = mesh.devices.size
+    return -(-count // devices) * devices
+
+
 def replicate(tree, mesh: Mesh):
     """Places a tree of host arrays whole on every device."""
     sharding = NamedSharding(mesh, P())

@@ -194,9 +194,13 @@ def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, ne
 class SampledTune:
     index: int
     text: str  # prime and sampled characters, end-of-tune marker removed
-    length: int  # characters, including the prime
     finished: bool  # reached its end-of-tune marker before max_length
     log_likelihood: float
+
+    @property
+    def length(self) -> int:
+        """Characters, the prime included."""
+        return len(self.text)
 
 
 def sample_tunes(
@@ -228,6 +232,17 @@ def sample_tunes(
     return tunes
 
 
+def make_sampler(model: CharLstm, vocab: Vocabulary, mesh: Mesh, options: SamplingOptions, primes: list[str]):
+    """`(params, seed, num_tunes, batch_size, on_chunk=...) -> tunes`: the compiled sampler, primes checked once."""
+    chunk_sampler = make_chunk_sampler(model, mesh, options, vocab.char2idx["\n"])
+    encoded = encode_primes(primes, vocab, options.max_length)
+
+    def sampler(params, seed: int, num_tunes: int, batch_size: int, on_chunk=lambda done: None) -> list[SampledTune]:
+        return sample_tunes(chunk_sampler, params, vocab, encoded, seed, num_tunes, batch_size, mesh, on_chunk)
+
+    return sampler
+
+
 def _decode(result: TuneState, vocab: Vocabulary, indices: np.ndarray, num_tunes: int) -> list[SampledTune]:
     tokens, positions = np.asarray(result.tokens), np.asarray(result.position)
     ended, log_likelihood = np.asarray(result.ended), np.asarray(result.log_likelihood)
@@ -238,5 +253,5 @@ def _decode(result: TuneState, vocab: Vocabulary, indices: np.ndarray, num_tunes
         length = int(positions[row]) + 1
         text = vocab.decode(tokens[row, :length])
         text = text.removesuffix(END_OF_TUNE) if ended[row] else text
-        tunes.append(SampledTune(int(index), text, len(text), bool(ended[row]), float(log_likelihood[row])))
+        tunes.append(SampledTune(int(index), text, bool(ended[row]), float(log_likelihood[row])))
     return tunes

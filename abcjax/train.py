@@ -174,15 +174,12 @@ def _make_tune_sampler(model, vocab, mesh, config):
     checks = abc.parser_available()
     if not checks:
         metrics.say("abc2midi not found (Debian package abcmidi): sampled tunes are logged without their checks")
-    devices = mesh.devices.size
-    num_tunes = -(-train_cfg.sample_tunes // devices) * devices
     options = sample.SamplingOptions(max_length=train_cfg.sample_max_length)
-    chunk_sampler = sample.make_chunk_sampler(model, mesh, options, vocab.char2idx["\n"])
-    primes = sample.encode_primes([sample.DEFAULT_PRIME], vocab, options.max_length)
+    sampler = sample.make_sampler(model, vocab, mesh, options, [sample.DEFAULT_PRIME])
+    batch_size = parallel.round_up_to_devices(train_cfg.sample_tunes, mesh)
 
     def sample_tunes(params, step: int, writer: metrics.MetricsWriter) -> dict[str, float]:
-        tunes = sample.sample_tunes(chunk_sampler, params, vocab, primes, config.seed, num_tunes, num_tunes, mesh)
-        texts = [tune.text for tune in tunes[: train_cfg.sample_tunes]]
+        texts = [tune.text for tune in sampler(params, config.seed, train_cfg.sample_tunes, batch_size)]
         writer.write_samples(step, texts)
         if not checks:
             return {}

@@ -131,5 +131,5 @@ def test_an_output_in_a_missing_directory_fails_before_sampling(tmp_path, capsys
     ],
 )
 def test_a_tune_is_renumbered_and_ends_where_an_abc_reader_would_end_it(text, expected):
-    tune = SampledTune(index=6, text=text, length=len(text), finished=True, log_likelihood=-1.0)
+    tune = SampledTune(index=6, text=text, finished=True, log_likelihood=-1.0)
     assert numbered_tune(tune, 7) == expected

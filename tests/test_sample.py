@@ -14,10 +14,9 @@ from abcjax.sample import (
     encode_primes,
     filter_logits,
     initial_states,
-    make_chunk_sampler,
+    make_sampler,
     one_tune_model,
     sample_chunk,
-    sample_tunes,
     tune_keys,
 )
 from abcjax.trained import load_trained
@@ -129,9 +128,8 @@ def _slow_reference(trained, seed, index, prime, max_length):
 
 def _sample(trained, mesh, num_tunes, batch_size, primes=("X:1\n",), max_length=60, seed=3):
     options = SamplingOptions(max_length=max_length)
-    sampler = make_chunk_sampler(trained.model, mesh, options, trained.vocab.char2idx["\n"])
-    encoded = encode_primes(list(primes), trained.vocab, max_length)
-    return sample_tunes(sampler, trained.params, trained.vocab, encoded, seed, num_tunes, batch_size, mesh)
+    sampler = make_sampler(trained.model, trained.vocab, mesh, options, list(primes))
+    return sampler(trained.params, seed, num_tunes, batch_size)
 
 
 def test_vmap_sampler_equals_the_slow_reference_loop(tiny_workdir):
