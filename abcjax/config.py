@@ -21,6 +21,8 @@ import ml_collections
 from abcjax.errors import AbcjaxError
 
 OVERRIDE_PREFIX = "--config."
+# The names abcjax.lstm.run_lstm knows, spelled out so that checking a config needs no JAX.
+LSTM_IMPLEMENTATIONS = ("fused", "reference")
 
 
 def load_config(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -114,6 +116,7 @@ _RULES = (
     ("model.num_layers", lambda v: v >= 1, "at least 1"),
     ("model.dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("model.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
+    ("model.lstm", lambda v: v in LSTM_IMPLEMENTATIONS, " or ".join(LSTM_IMPLEMENTATIONS)),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.steps", lambda v: v >= 0, "at least 0"),
     ("train.learning_rate", lambda v: v > 0, "above 0"),

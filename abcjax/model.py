@@ -3,12 +3,13 @@
 The LSTM is the Keras cell of the seed exercise (gates i, f, c, o; one bias; forget-gate bias 1;
 orthogonal recurrent kernel), so the default config has the seed's 5,353,299 parameters. The input
 projection of all time steps is one large matmul outside the scan; only the recurrent matmul runs
-per step.
+per step, by the implementation `model.lstm` names (abcjax/lstm.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-LstmCarry = tuple[jax.Array, jax.Array]  # (cell [batch, hidden] float32, hidden [batch, hidden] float32)
+from abcjax.lstm import LstmCarry, lstm_cell, run_lstm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ModelConfig:
     num_layers: int
     dropout: float
     dtype: Any
+    lstm: str = "fused"  # which implementation of the recurrence (abcjax.lstm.IMPLEMENTATIONS)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
@@ -40,6 +42,8 @@ class ModelConfig:
             num_layers=model.num_layers,
             dropout=model.dropout,
             dtype=jnp.dtype(model.dtype),
+            # Checkpoints from before the switch existed name no implementation.
+            lstm=model.get("lstm", "fused"),
         )
 
 
@@ -49,43 +53,44 @@ def _lstm_bias_init(key, shape, dtype=jnp.float32):
     return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(1.0)
 
 
-def lstm_cell(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax.Array) -> tuple[LstmCarry, jax.Array]:
-    """One time step. gate_inputs [batch, 4*hidden] already holds x @ W_in + b."""
-    cell, hidden = carry
-    gates = gate_inputs + jnp.dot(hidden.astype(recurrent_kernel.dtype), recurrent_kernel)
-    gates = gates.astype(jnp.float32)
-    input_gate, forget_gate, candidate, output_gate = jnp.split(gates, 4, axis=-1)
-    cell = jax.nn.sigmoid(forget_gate) * cell + jax.nn.sigmoid(input_gate) * jnp.tanh(candidate)
-    hidden = jax.nn.sigmoid(output_gate) * jnp.tanh(cell)
-    return (cell, hidden), hidden
+def input_projection(rows: jax.Array, input_kernel: jax.Array, bias: jax.Array, dtype: Any) -> jax.Array:
+    """[..., features] -> gate inputs [..., 4*hidden]: rows @ W_in + b in the compute dtype."""
+    return jnp.dot(rows.astype(dtype), input_kernel.astype(dtype)) + bias.astype(dtype)
 
 
 class LstmLayer(nn.Module):
-    """One LSTM layer over a whole sequence."""
+    """One LSTM layer over a whole sequence, time-major."""
 
     hidden_size: int
     dtype: Any = jnp.float32
+    implementation: str = "fused"
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, carry: LstmCarry | None = None) -> tuple[jax.Array, LstmCarry]:
-        """inputs [batch, time, features] -> (outputs [batch, time, hidden], final carry).
+    def __call__(
+        self, inputs: jax.Array, carry: LstmCarry | None = None, embedding: jax.Array | None = None
+    ) -> tuple[jax.Array, LstmCarry]:
+        """inputs [time, batch, features] -> (outputs [time, batch, hidden], final carry).
 
-        Without a carry the sequence starts from zeros.
+        Given the `embedding` table [vocab, features], inputs are token ids [time, batch] instead:
+        the layer projects the vocabulary's rows once and looks each token's gate inputs up, the
+        same numbers as embedding and then projecting every position, at a fraction of the cost
+        (vocab rows instead of time x batch). Without a carry the sequence starts from zeros.
         """
         gates = 4 * self.hidden_size
-        input_kernel = self.param("input_kernel", nn.initializers.glorot_uniform(), (inputs.shape[-1], gates))
+        features = (inputs if embedding is None else embedding).shape[-1]
+        input_kernel = self.param("input_kernel", nn.initializers.glorot_uniform(), (features, gates))
         recurrent_kernel = self.param("recurrent_kernel", nn.initializers.orthogonal(), (self.hidden_size, gates))
         bias = self.param("bias", _lstm_bias_init, (gates,))
-        # One matmul for every time step, laid out time-major for the scan: [time, batch, 4*hidden].
-        gate_inputs = jnp.einsum("btf,fg->tbg", inputs.astype(self.dtype), input_kernel.astype(self.dtype))
-        gate_inputs = gate_inputs + bias.astype(self.dtype)
+        rows = inputs if embedding is None else embedding
+        gate_inputs = input_projection(rows, input_kernel, bias, self.dtype)
+        if embedding is not None:
+            gate_inputs = gate_inputs[inputs]  # [time, batch, 4*hidden]
         if carry is None:
             # zeros_like keeps the inputs' sharding type, which a scan under shard_map requires.
             zeros = jnp.zeros_like(gate_inputs[0, :, : self.hidden_size], jnp.float32)
             carry = (zeros, zeros)
-        kernel = recurrent_kernel.astype(self.dtype)
-        carry, outputs = jax.lax.scan(lambda c, x: lstm_cell(c, x, kernel), carry, gate_inputs)
-        return outputs.transpose(1, 0, 2), carry
+        carry, outputs = run_lstm(self.implementation, recurrent_kernel, gate_inputs, carry, self.dtype)
+        return outputs, carry
 
 
 class CharLstm(nn.Module):
@@ -99,19 +104,51 @@ class CharLstm(nn.Module):
     ) -> tuple[jax.Array, tuple[LstmCarry, ...]]:
         """tokens [batch, time] -> (logits [batch, time, vocab] float32, carry of each layer).
 
-        Passing the returned carries back in continues the sequences: the sampler feeds one
-        character at a time this way.
+        Passing the returned carries back in continues the sequences. Inside, everything runs
+        time-major ([time, batch, ...]), the layout of the scan, so that only the small token and
+        logit arrays are transposed. The first layer looks its inputs up in the embedding table.
         """
         config = self.config
         carries = carries or (None,) * config.num_layers
-        x = nn.Embed(config.vocab_size, config.embed_dim, name="embed")(tokens)
-        new_carries = []
+        embedding = nn.Embed(config.vocab_size, config.embed_dim, name="embed").embedding
+        x, new_carries = tokens.T, []
         for layer in range(config.num_layers):
-            x, carry = LstmLayer(config.hidden_size, config.dtype, name=f"lstm_{layer}")(x, carries[layer])
+            lstm = LstmLayer(config.hidden_size, config.dtype, config.lstm, name=f"lstm_{layer}")
+            x, carry = lstm(x, carries[layer], embedding if layer == 0 else None)
             new_carries.append(carry)
             x = nn.Dropout(config.dropout)(x, deterministic=deterministic)
         logits = nn.Dense(config.vocab_size, dtype=config.dtype, name="logits")(x)
+        return logits.astype(jnp.float32).transpose(1, 0, 2), tuple(new_carries)
+
+
+def make_decoder(config: ModelConfig, params) -> Callable:
+    """The model one character at a time, for sampling: (token [], carries) -> (logits [vocab] float32, carries).
+
+    The same arithmetic as CharLstm, arranged for one step of one sequence (the sampler vmaps it
+    over tunes): the first layer's gate inputs of every character of the vocabulary are computed
+    once, when the decoder is made, so each step costs only the recurrent matmuls and the logits.
+    """
+    dtype = config.dtype
+    layers = [params[f"lstm_{layer}"] for layer in range(config.num_layers)]
+    first_layer_table = input_projection(
+        params["embed"]["embedding"], layers[0]["input_kernel"], layers[0]["bias"], dtype
+    )
+    kernels = [layer["recurrent_kernel"].astype(dtype) for layer in layers]
+    logits_kernel, logits_bias = params["logits"]["kernel"].astype(dtype), params["logits"]["bias"].astype(dtype)
+
+    def decode(token, carries):
+        new_carries, hidden = [], None
+        for layer, kernel, carry in zip(layers, kernels, carries, strict=True):
+            if hidden is None:
+                gate_inputs = first_layer_table[token]
+            else:
+                gate_inputs = input_projection(hidden, layer["input_kernel"], layer["bias"], dtype)
+            carry, hidden = lstm_cell(carry, gate_inputs, kernel)
+            new_carries.append(carry)
+        logits = jnp.dot(hidden.astype(dtype), logits_kernel) + logits_bias
         return logits.astype(jnp.float32), tuple(new_carries)
+
+    return decode
 
 
 def zero_carries(config: ModelConfig, like: jax.Array) -> tuple[LstmCarry, ...]:

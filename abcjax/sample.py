@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from abcjax.data import END_OF_TUNE, Vocabulary
 from abcjax.errors import AbcjaxError
-from abcjax.model import CharLstm, zero_carries
+from abcjax.model import CharLstm, make_decoder, zero_carries
 from abcjax.parallel import DATA_AXIS, check_divisible, shard_rows
 
 # How the seed notebook began every tune, and the default prime.
@@ -169,13 +169,7 @@ def encode_primes(primes: list[str], vocab: Vocabulary, max_length: int) -> tupl
 
 def one_tune_model(model: CharLstm, params) -> TokensToLogits:
     """The model as the sampler wants it: one character of one tune in, its logits and state out."""
-
-    def tokens_to_logits(token, carry):
-        batched = jax.tree_util.tree_map(lambda x: x[None], carry)
-        logits, carries = model.apply({"params": params}, token[None, None], batched)
-        return logits[0, 0], jax.tree_util.tree_map(lambda x: x[0], carries)
-
-    return tokens_to_logits
+    return make_decoder(model.config, params)
 
 
 def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, newline: int):

@@ -1,0 +1,146 @@
+"""The LSTM recurrence over a whole sequence, in two implementations of the same arithmetic.
+
+`reference_lstm` is the textbook scan of `lstm_cell`, differentiated by JAX. Its backward pass adds
+a [hidden, 4*hidden] recurrent-weight gradient inside every reverse step: a thin matmul (its inner
+dimension is the batch) plus a read and write of the whole 16 MB accumulator, per character.
+
+`fused_lstm` computes the same forward pass but has its own backward pass (a custom VJP): the
+reverse scan only carries the gradient through time (one [batch, 4*hidden] x [4*hidden, hidden]
+matmul per step) and keeps each step's gate gradients; the recurrent-weight gradient is then one
+large matmul over all steps at once, which runs near the machine's matmul peak. On a 2-core CPU
+this makes the backward pass of the default model's LSTM about 2.5x faster.
+
+Both take gate inputs already holding x @ W_in + b (one large matmul outside the scan, laid out
+[time, batch, 4*hidden]) and return (final carry, hidden states [time, batch, hidden]). Gates are
+ordered i, f, g (candidate), o, as in Keras; the cell and hidden state stay float32 whatever the
+matmul dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+LstmCarry = tuple[jax.Array, jax.Array]  # (cell [batch, hidden] float32, hidden [batch, hidden] float32)
+
+
+def lstm_cell(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax.Array) -> tuple[LstmCarry, jax.Array]:
+    """One time step. gate_inputs [batch, 4*hidden] already holds x @ W_in + b."""
+    cell, hidden = carry
+    gates = gate_inputs + jnp.dot(hidden.astype(recurrent_kernel.dtype), recurrent_kernel)
+    gates = gates.astype(jnp.float32)
+    input_gate, forget_gate, candidate, output_gate = jnp.split(gates, 4, axis=-1)
+    cell = jax.nn.sigmoid(forget_gate) * cell + jax.nn.sigmoid(input_gate) * jnp.tanh(candidate)
+    hidden = jax.nn.sigmoid(output_gate) * jnp.tanh(cell)
+    return (cell, hidden), hidden
+
+
+def reference_lstm(
+    recurrent_kernel: jax.Array, gate_inputs: jax.Array, carry: LstmCarry, dtype: Any = jnp.float32
+) -> tuple[LstmCarry, jax.Array]:
+    """The plain scan of `lstm_cell`: the arithmetic every faster path is checked against."""
+    kernel = recurrent_kernel.astype(dtype)
+    return jax.lax.scan(lambda c, x: lstm_cell(c, x, kernel), carry, gate_inputs)
+
+
+def run_lstm(
+    implementation: str, recurrent_kernel: jax.Array, gate_inputs: jax.Array, carry: LstmCarry, dtype: Any
+) -> tuple[LstmCarry, jax.Array]:
+    """The recurrence by the named implementation: "fused" or "reference" (config.LSTM_IMPLEMENTATIONS)."""
+    if implementation == "fused":
+        return fused_lstm(recurrent_kernel, gate_inputs.astype(dtype), carry, jnp.dtype(dtype))
+    if implementation == "reference":
+        return reference_lstm(recurrent_kernel, gate_inputs, carry, dtype)
+    raise ValueError(f"unknown LSTM implementation {implementation!r}")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fused_lstm(
+    recurrent_kernel: jax.Array, gate_inputs: jax.Array, carry: LstmCarry, dtype: Any
+) -> tuple[LstmCarry, jax.Array]:
+    """Same results as `reference_lstm`, with the backward pass described in the module docstring.
+
+    gate_inputs must already be in `dtype` (run_lstm sees to it).
+    """
+    final_carry, outputs, _ = _forward_saving_gates(recurrent_kernel, gate_inputs, carry, dtype)
+    return final_carry, outputs
+
+
+def _forward_saving_gates(recurrent_kernel, gate_inputs, carry, dtype):
+    """The forward scan, also returning each step's gate activations and cell.
+
+    Inside, the state is feature-major ([hidden, batch]): W^T [4*hidden, hidden] @ h [hidden, batch]
+    runs about 15% faster on CPU than h @ W at batch 32, and splitting the gates is then a split
+    of contiguous rows. Outputs and the final carry are batch-major like the inputs.
+    """
+    kernel_t = recurrent_kernel.astype(dtype).T  # [4*hidden, hidden]
+
+    def step(carry, step_inputs):
+        cell, hidden = carry  # [hidden, batch] each
+        gates = jnp.dot(kernel_t, hidden.astype(dtype), preferred_element_type=jnp.float32) + step_inputs.T
+        input_gate, forget_gate, candidate, output_gate = jnp.split(gates, 4, axis=0)
+        input_gate, forget_gate, output_gate = map(jax.nn.sigmoid, (input_gate, forget_gate, output_gate))
+        candidate = jnp.tanh(candidate)
+        cell = forget_gate * cell + input_gate * candidate
+        hidden = output_gate * jnp.tanh(cell)
+        activations = jnp.concatenate([input_gate, forget_gate, candidate, output_gate])  # [4*hidden, batch]
+        return (cell, hidden), (hidden.T, activations, cell)
+
+    cell0, hidden0 = carry
+    (cell, hidden), (outputs, activations, cells) = jax.lax.scan(step, (cell0.T, hidden0.T), gate_inputs)
+    return (cell.T, hidden.T), outputs, (activations, cells)
+
+
+def _fused_forward(recurrent_kernel, gate_inputs, carry, dtype):
+    final_carry, outputs, (activations, cells) = _forward_saving_gates(recurrent_kernel, gate_inputs, carry, dtype)
+    residuals = (recurrent_kernel, carry, outputs, activations, cells)
+    return (final_carry, outputs), residuals
+
+
+def _fused_backward(dtype, residuals, cotangents):
+    """Gradients through time by a reverse scan (feature-major, like the forward), then the
+    recurrent-weight gradient as one matmul over all steps."""
+    recurrent_kernel, (cell0, hidden0), outputs, activations, cells = residuals
+    (d_cell_last, d_hidden_last), d_outputs = cotangents
+    kernel = recurrent_kernel.astype(dtype)  # [hidden, 4*hidden]
+    previous_cells = jnp.concatenate([cell0.T[None], cells[:-1]])  # c_{t-1} for every t, [time, hidden, batch]
+
+    def reverse_step(carry, step):
+        d_hidden_next, d_cell_next = carry  # [hidden, batch]
+        d_output, gates, cell, previous_cell = step
+        input_gate, forget_gate, candidate, output_gate = jnp.split(gates, 4, axis=0)
+        tanh_cell = jnp.tanh(cell)
+        d_hidden = d_output.T + d_hidden_next
+        d_cell = d_cell_next + d_hidden * output_gate * (1.0 - tanh_cell * tanh_cell)
+        d_gates = jnp.concatenate(  # with respect to the pre-activations, in gate order i, f, g, o
+            [
+                d_cell * candidate * input_gate * (1.0 - input_gate),
+                d_cell * previous_cell * forget_gate * (1.0 - forget_gate),
+                d_cell * input_gate * (1.0 - candidate * candidate),
+                d_hidden * tanh_cell * output_gate * (1.0 - output_gate),
+            ]
+        )
+        d_hidden_previous = jnp.dot(kernel, d_gates.astype(dtype), preferred_element_type=jnp.float32)
+        return (d_hidden_previous, d_cell * forget_gate), d_gates.T
+
+    (d_hidden0, d_cell0), d_gates = jax.lax.scan(
+        reverse_step,
+        (d_hidden_last.T.astype(jnp.float32), d_cell_last.T.astype(jnp.float32)),
+        (d_outputs.astype(jnp.float32), activations, cells, previous_cells),
+        reverse=True,
+    )  # d_gates [time, batch, 4*hidden]
+    previous_hiddens = jnp.concatenate([hidden0[None], outputs[:-1]])  # h_{t-1} for every t
+    d_kernel = jnp.einsum(
+        "tbh,tbg->hg", previous_hiddens.astype(dtype), d_gates.astype(dtype), preferred_element_type=jnp.float32
+    )
+    return (
+        d_kernel.astype(recurrent_kernel.dtype),
+        d_gates.astype(dtype),
+        (d_cell0.T.astype(cell0.dtype), d_hidden0.T.astype(hidden0.dtype)),
+    )
+
+
+fused_lstm.defvjp(_fused_forward, _fused_backward)

@@ -1,0 +1,91 @@
+"""Every fast path computes what the plain reference LSTM computes: outputs and gradients in float32."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from abcjax.config import LSTM_IMPLEMENTATIONS
+from abcjax.lstm import fused_lstm, reference_lstm, run_lstm
+from abcjax.model import CharLstm, ModelConfig, init_params, make_decoder, zero_carries
+
+TOLERANCE = 1e-5  # relative, in float32
+
+
+def assert_close(actual, expected, tolerance=TOLERANCE):
+    """Equal within `tolerance` of the expected array's largest magnitude, leaf by leaf."""
+    for got, want in zip(jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected), strict=True):
+        want = np.asarray(want, np.float64)
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * np.abs(want).max())
+
+
+def _lstm_inputs(time=7, batch=3, hidden=16, seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    kernel = jax.random.normal(keys[0], (hidden, 4 * hidden)) / np.sqrt(hidden)
+    gate_inputs = jax.random.normal(keys[1], (time, batch, 4 * hidden))
+    carry = (jax.random.normal(keys[2], (batch, hidden)), jax.random.normal(keys[3], (batch, hidden)) * 0.5)
+    return kernel, gate_inputs, carry
+
+
+def _weighted_sum(lstm, kernel, gate_inputs, carry):
+    """A scalar that depends on every output and on the final carry, so every cotangent is non-zero."""
+    (cell, hidden), outputs = lstm(kernel, gate_inputs, carry)
+    weights = jnp.cos(jnp.arange(outputs.size, dtype=jnp.float32)).reshape(outputs.shape)
+    return (outputs * weights).sum() + (cell * 0.3 - hidden * 0.7).sum()
+
+
+def _fused_f32(kernel, gate_inputs, carry):
+    return fused_lstm(kernel, gate_inputs, carry, jnp.dtype(jnp.float32))
+
+
+def test_fused_lstm_outputs_and_final_carry_match_the_reference():
+    kernel, gate_inputs, carry = _lstm_inputs()
+    assert_close(_fused_f32(kernel, gate_inputs, carry), reference_lstm(kernel, gate_inputs, carry))
+
+
+def test_fused_lstm_gradients_match_the_reference():
+    """Kernel, gate inputs and initial carry: the three things its hand-written backward pass returns."""
+    kernel, gate_inputs, carry = _lstm_inputs(time=12, batch=4, hidden=32, seed=1)
+    expected = jax.grad(lambda *a: _weighted_sum(reference_lstm, *a), argnums=(0, 1, 2))(kernel, gate_inputs, carry)
+    actual = jax.grad(lambda *a: _weighted_sum(_fused_f32, *a), argnums=(0, 1, 2))(kernel, gate_inputs, carry)
+    assert_close(actual, expected)
+
+
+def test_fused_lstm_in_bfloat16_stays_near_float32():
+    kernel, gate_inputs, carry = _lstm_inputs()
+    expected = reference_lstm(kernel, gate_inputs, carry)
+    actual = run_lstm("fused", kernel, gate_inputs.astype(jnp.bfloat16), carry, jnp.bfloat16)
+    assert actual[1].dtype == jnp.float32  # the state stays float32
+    assert_close(actual, expected, tolerance=0.05)
+
+
+def _model(lstm, layers=2, dropout=0.0):
+    return CharLstm(ModelConfig(13, 6, 16, layers, dropout=dropout, dtype=jnp.dtype("float32"), lstm=lstm))
+
+
+@pytest.mark.parametrize("lstm", LSTM_IMPLEMENTATIONS)
+def test_every_configured_implementation_gives_the_reference_logits_and_gradients(lstm):
+    params = init_params(_model("reference"), jax.random.PRNGKey(2))
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (4, 9), 0, 13)
+
+    def loss(model, params):
+        logits, _ = model.apply({"params": params}, tokens)
+        return jax.nn.log_softmax(logits)[..., 0].mean()
+
+    assert_close(jax.grad(loss, argnums=1)(_model(lstm), params), jax.grad(loss, argnums=1)(_model("reference"), params))
+    assert_close(loss(_model(lstm), params), loss(_model("reference"), params))
+
+
+def test_the_decoder_step_by_step_gives_the_model_logits():
+    """The sampler's one-character step (first layer from a precomputed table) against the whole sequence."""
+    model = _model("fused")
+    params = init_params(model, jax.random.PRNGKey(4))
+    tokens = jax.random.randint(jax.random.PRNGKey(5), (1, 11), 0, 13)
+    expected, _ = model.apply({"params": params}, tokens)
+    decode = jax.jit(make_decoder(model.config, params))
+    carries = jax.tree_util.tree_map(lambda x: x[0], zero_carries(model.config, jnp.zeros(1)))
+    steps = []
+    for token in tokens[0]:
+        logits, carries = decode(token, carries)
+        steps.append(logits)
+    assert_close(jnp.stack(steps), expected[0])
