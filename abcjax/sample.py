@@ -1,11 +1,12 @@
-"""Generating tunes by the thousand: one compiled loop samples a whole chunk of tunes at once.
+"""Generating tunes by the thousand: one compiled loop writes a whole chunk of tunes.
 
-The single-tune sampling step is `jax.vmap`ped over the tunes of a chunk, and the time loop is a
-`lax.while_loop` inside the compiled code, with a finished flag per tune. Under `jax.shard_map`
-each device runs its own loop over its share of the chunk and stops when its tunes are done.
+The single-tune sampling step is `jax.vmap`ped over a batch of slots, and the time loop is a
+`lax.while_loop` inside the compiled code. When a slot's tune ends, the slot starts the chunk's
+next tune in the same loop, so tunes of very different lengths keep every slot busy. Under
+`jax.shard_map` each device runs its own loop over its share of the chunk.
 
 Tune i is drawn with key fold_in(PRNGKey(seed), i) and prime i % len(primes), so it depends only
-on (checkpoint, seed, i, sampling options): not on how many tunes are asked for, the chunk size or
+on (checkpoint, seed, i, sampling options): not on how many tunes are asked for, the batch size or
 the device count.
 """
 
@@ -28,6 +29,10 @@ from abcjax.parallel import DATA_AXIS, check_divisible, shard_rows
 
 # How the seed notebook began every tune, and the default prime.
 DEFAULT_PRIME = "X:1\n"
+
+# Tunes each compiled call writes per slot, about: more calls mean more progress reports, and each
+# call ends with its slots draining while the longest tunes finish.
+TUNES_PER_SLOT = 8
 
 # (token [] int32, carry) -> (logits [vocab] float32, carry): the model, one tune, one character.
 TokensToLogits = Callable[[jax.Array, object], tuple[jax.Array, object]]
@@ -71,75 +76,109 @@ def filter_logits(logits: jax.Array, options: SamplingOptions) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class TuneState:
-    """One tune being written; vmapped, every field gains a leading tune axis."""
+class Tunes:
+    """The tunes of one call, as the loop writes them: one row per tune."""
 
-    tokens: jax.Array  # [max_length] int32: prime, then sampled characters
-    prime_length: jax.Array  # [] int32
-    position: jax.Array  # [] int32: index of the character fed to the model next
+    tokens: jax.Array  # [tunes, max_length] int32: prime, then sampled characters
+    position: jax.Array  # [tunes] int32: index of the tune's last character
+    ended: jax.Array  # [tunes] bool: wrote its end-of-tune marker
+    log_likelihood: jax.Array  # [tunes] float32: model log-probability of the sampled characters
+
+
+@dataclasses.dataclass(frozen=True)
+class Slots:
+    """The tunes being written right now, one per slot; every field has a leading slot axis."""
+
+    row: jax.Array  # int32: the row of Tunes this slot writes; the number of tunes when idle
+    position: jax.Array  # int32: index of the character fed to the model next
+    prime_length: jax.Array  # int32
     carry: object  # the model's state after tokens[:position]
     key: jax.Array  # the tune's own key
-    log_likelihood: jax.Array  # [] float32: model log-probability of the sampled characters
-    ended: jax.Array  # [] bool: wrote its end-of-tune marker
-    done: jax.Array  # [] bool: ended, or reached max_length
+    log_likelihood: jax.Array  # float32
 
 
-jax.tree_util.register_dataclass(
-    TuneState,
-    data_fields=["tokens", "prime_length", "position", "carry", "key", "log_likelihood", "ended", "done"],
-    meta_fields=[],
-)
+for _cls in (Tunes, Slots):
+    jax.tree_util.register_dataclass(_cls, data_fields=[f.name for f in dataclasses.fields(_cls)], meta_fields=[])
 
 
-def _sample_step(state: TuneState, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int):
-    """Feeds one character and writes the next: the prime's while priming, else a sampled one."""
-    position = state.position
-    token = state.tokens[position]
-    logits, carry = tokens_to_logits(token, state.carry)
-    sampled = jax.random.categorical(jax.random.fold_in(state.key, position), filter_logits(logits, options))
-    priming = position + 1 < state.prime_length
-    next_token = jnp.where(priming, state.tokens[position + 1], sampled).astype(jnp.int32)
-    log_prob = jax.nn.log_softmax(logits)[next_token]
+def _draw(token, following, slot: Slots, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int):
+    """One slot's step: feed `token`, then take the prime's `following` character while priming, else
+    a sampled one. -> (next token, its log-probability when sampled, new carry, wrote the end marker)."""
+    logits, carry = tokens_to_logits(token, slot.carry)
+    sampled = jax.random.categorical(jax.random.fold_in(slot.key, slot.position), filter_logits(logits, options))
+    priming = slot.position + 1 < slot.prime_length
+    next_token = jnp.where(priming, following, sampled).astype(jnp.int32)
+    log_prob = jnp.where(priming, 0.0, jax.nn.log_softmax(logits)[next_token])
     ended = ~priming & (token == newline) & (next_token == newline) & options.stop_at_end
-    advanced = TuneState(
-        tokens=state.tokens.at[position + 1].set(next_token),
-        prime_length=state.prime_length,
-        position=position + 1,
-        carry=carry,
-        key=state.key,
-        log_likelihood=state.log_likelihood + jnp.where(priming, 0.0, log_prob),
-        ended=ended,
-        done=ended | (position + 2 >= state.tokens.shape[0]),
+    return next_token, log_prob, carry, ended
+
+
+def _sample_step(state, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int):
+    """Every active slot writes one character; a slot whose tune finishes takes the next unstarted one."""
+    slots, tunes, inputs, next_row = state
+    num_tunes, max_length = tunes.tokens.shape
+    active = slots.row < num_tunes
+    row = jnp.minimum(slots.row, num_tunes - 1)
+    token = tunes.tokens[row, slots.position]
+    following = tunes.tokens[row, jnp.minimum(slots.position + 1, max_length - 1)]
+    draw = functools.partial(_draw, tokens_to_logits=tokens_to_logits, options=options, newline=newline)
+    next_token, log_prob, carry, ended = jax.vmap(draw)(token, following, slots)
+    position = slots.position + 1
+    log_likelihood = slots.log_likelihood + log_prob
+    finished = active & (ended | (position + 1 >= max_length))
+    write_row = jnp.where(active, slots.row, num_tunes)  # out of range: dropped
+    done_row = jnp.where(finished, slots.row, num_tunes)
+    tunes = Tunes(
+        tokens=tunes.tokens.at[write_row, position].set(next_token, mode="drop"),
+        position=tunes.position.at[done_row].set(position, mode="drop"),
+        ended=tunes.ended.at[done_row].set(ended, mode="drop"),
+        log_likelihood=tunes.log_likelihood.at[done_row].set(log_likelihood, mode="drop"),
     )
-    return jax.tree_util.tree_map(lambda old, new: jnp.where(state.done, old, new), state, advanced)
+    # Finished slots take the next rows in slot order, as long as rows are left.
+    new_row = next_row + jnp.cumsum(finished) - 1
+    refill = finished & (new_row < num_tunes)
+    fresh = jnp.minimum(new_row, num_tunes - 1)
+    prime_lengths, keys, blank_carry = inputs
+
+    def restart(fresh_value, value):
+        mask = refill.reshape(refill.shape + (1,) * (value.ndim - 1))
+        return jnp.where(mask, fresh_value, value)
+
+    slots = Slots(
+        row=jnp.where(finished, jnp.where(refill, new_row, num_tunes), slots.row),
+        position=restart(0, position),
+        prime_length=restart(prime_lengths[fresh], slots.prime_length),
+        carry=jax.tree_util.tree_map(restart, blank_carry, carry),
+        key=restart(keys[fresh], slots.key),
+        log_likelihood=restart(0.0, log_likelihood),
+    )
+    return slots, tunes, inputs, next_row + finished.sum()
 
 
 def sample_chunk(
     tokens_to_logits: TokensToLogits,
-    initial: TuneState,
+    primes: jax.Array,
+    prime_lengths: jax.Array,
+    keys: jax.Array,
+    blank_carry,
     options: SamplingOptions,
     newline: int,
-) -> TuneState:
-    """Runs the vmapped step until every tune of `initial` (leading tune axis) is done."""
-    step = jax.vmap(
-        functools.partial(_sample_step, tokens_to_logits=tokens_to_logits, options=options, newline=newline)
-    )
-    return jax.lax.while_loop(lambda state: ~jnp.all(state.done), step, initial)
+) -> Tunes:
+    """Writes every tune of a chunk (rows of `primes` [tunes, max_length], zero-padded) in one loop.
 
-
-def initial_states(primes: np.ndarray, prime_lengths: np.ndarray, keys: jax.Array, carry) -> TuneState:
-    """The state of tunes before their first character; `carry` is batched like the rest."""
+    `blank_carry` is the model state before the first character for each of the loop's slots (its
+    leading axis sets their number; at most one per tune). A slot whose tune ends starts the next
+    tune of the chunk at once, so the loop does not wait for the longest tune of a batch while
+    most slots sit idle: the chunk takes about (total characters / slots) steps.
+    """
+    num_slots = jax.tree_util.tree_leaves(blank_carry)[0].shape[0]
+    rows = jnp.arange(num_slots) + jnp.zeros_like(prime_lengths[:num_slots])  # varying like the inputs
+    slots = Slots(rows, rows * 0, prime_lengths[:num_slots], blank_carry, keys[:num_slots], rows * 0.0)
     zeros = jnp.zeros_like(prime_lengths)
-    return TuneState(
-        tokens=primes,
-        prime_length=prime_lengths,
-        position=zeros,
-        carry=carry,
-        key=keys,
-        log_likelihood=zeros.astype(jnp.float32),
-        ended=zeros.astype(bool),
-        done=prime_lengths >= primes.shape[1],
-    )
+    tunes = Tunes(primes, zeros, zeros.astype(bool), zeros.astype(jnp.float32))
+    state = (slots, tunes, (prime_lengths, keys, blank_carry), rows[0] * 0 + num_slots)
+    step = functools.partial(_sample_step, tokens_to_logits=tokens_to_logits, options=options, newline=newline)
+    return jax.lax.while_loop(lambda state: jnp.any(state[0].row < primes.shape[0]), step, state)[1]
 
 
 def tune_keys(seed: int, indices: np.ndarray) -> jax.Array:
@@ -172,12 +211,16 @@ def one_tune_model(model: CharLstm, params) -> TokensToLogits:
     return make_decoder(model.config, params)
 
 
-def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, newline: int):
-    """The compiled `(params, primes, prime_lengths, keys) -> TuneState` for chunks sharded over `mesh`."""
+def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, newline: int, slots: int):
+    """The compiled `(params, primes, prime_lengths, keys) -> Tunes` for chunks sharded over `mesh`.
+
+    Each device writes its share of the chunk's tunes with `slots` / devices slots.
+    """
+    slots_per_device = slots // mesh.devices.size
 
     def device_chunk(params, primes, prime_lengths, keys):
-        initial = initial_states(primes, prime_lengths, keys, zero_carries(model.config, prime_lengths))
-        return sample_chunk(one_tune_model(model, params), initial, options, newline)
+        blank_carry = zero_carries(model.config, prime_lengths[:slots_per_device])
+        return sample_chunk(one_tune_model(model, params), primes, prime_lengths, keys, blank_carry, options, newline)
 
     rows = P(DATA_AXIS)
     sharded = jax.shard_map(device_chunk, mesh=mesh, in_specs=(P(), rows, rows, rows), out_specs=rows)
@@ -198,7 +241,6 @@ class SampledTune:
 
 
 def sample_tunes(
-    chunk_sampler,
     params,
     vocab: Vocabulary,
     primes: tuple[np.ndarray, np.ndarray],
@@ -206,16 +248,22 @@ def sample_tunes(
     num_tunes: int,
     batch_size: int,
     mesh: Mesh,
+    chunk_sampler: Callable[[int], Callable],
     on_chunk: Callable[[int], None] = lambda done: None,
 ) -> list[SampledTune]:
-    """Samples tunes 0..num_tunes-1 in chunks of `batch_size`, in tune order."""
+    """Samples tunes 0..num_tunes-1, `batch_size` at a time, in tune order.
+
+    Each compiled call writes up to TUNES_PER_SLOT x batch_size tunes (a progress report after each);
+    the last is padded to a multiple of batch_size with extra tunes, which are dropped.
+    """
     check_divisible(batch_size, mesh, "--batch_size")
     prime_tokens, prime_lengths = primes
     tunes: list[SampledTune] = []
-    for first in range(0, num_tunes, batch_size):
-        indices = np.arange(first, first + batch_size)  # the last chunk is padded with extra tunes
+    for first in range(0, num_tunes, batch_size * TUNES_PER_SLOT):
+        count = min(batch_size * TUNES_PER_SLOT, -(-(num_tunes - first) // batch_size) * batch_size)
+        indices = np.arange(first, first + count)
         which_prime = indices % len(prime_lengths)
-        result = chunk_sampler(
+        result = chunk_sampler(batch_size)(
             params,
             shard_rows(prime_tokens[which_prime], mesh),
             shard_rows(prime_lengths[which_prime], mesh),
@@ -228,16 +276,17 @@ def sample_tunes(
 
 def make_sampler(model: CharLstm, vocab: Vocabulary, mesh: Mesh, options: SamplingOptions, primes: list[str]):
     """`(params, seed, num_tunes, batch_size, on_chunk=...) -> tunes`: the compiled sampler, primes checked once."""
-    chunk_sampler = make_chunk_sampler(model, mesh, options, vocab.char2idx["\n"])
+    newline = vocab.char2idx["\n"]
+    chunk_sampler = functools.cache(lambda slots: make_chunk_sampler(model, mesh, options, newline, slots))
     encoded = encode_primes(primes, vocab, options.max_length)
 
     def sampler(params, seed: int, num_tunes: int, batch_size: int, on_chunk=lambda done: None) -> list[SampledTune]:
-        return sample_tunes(chunk_sampler, params, vocab, encoded, seed, num_tunes, batch_size, mesh, on_chunk)
+        return sample_tunes(params, vocab, encoded, seed, num_tunes, batch_size, mesh, chunk_sampler, on_chunk)
 
     return sampler
 
 
-def _decode(result: TuneState, vocab: Vocabulary, indices: np.ndarray, num_tunes: int) -> list[SampledTune]:
+def _decode(result: Tunes, vocab: Vocabulary, indices: np.ndarray, num_tunes: int) -> list[SampledTune]:
     tokens, positions = np.asarray(result.tokens), np.asarray(result.position)
     ended, log_likelihood = np.asarray(result.ended), np.asarray(result.log_likelihood)
     tunes = []

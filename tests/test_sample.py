@@ -13,7 +13,6 @@ from abcjax.sample import (
     SamplingOptions,
     encode_primes,
     filter_logits,
-    initial_states,
     make_sampler,
     one_tune_model,
     sample_chunk,
@@ -69,16 +68,22 @@ def test_out_of_range_options_are_errors(options, message):
         SamplingOptions(**options).check()
 
 
-def _run_fake(next_token_of, primes, max_length):
-    """Samples with a fake model whose next character is next_token_of(previous), for certain."""
+def _run_fake(next_token_of, primes, max_length, slots=None, count_calls=False):
+    """Samples with a fake model whose next character is next_token_of(previous), for certain.
+
+    Its carry counts the model calls of the tune in the slot (reset when the slot starts a tune).
+    """
 
     def tokens_to_logits(token, carry):
         return 50.0 * jax.nn.one_hot(next_token_of(token), VOCAB_SIZE), carry + 1
 
     vocab = Vocabulary(tuple("abcdef\n"))
     buffer, lengths = encode_primes(primes, vocab, max_length)
-    initial = initial_states(buffer, lengths, tune_keys(0, np.arange(len(primes))), jnp.zeros(len(primes)))
-    return vocab, sample_chunk(tokens_to_logits, initial, SamplingOptions(max_length=max_length), NEWLINE)
+    blank = jnp.zeros(slots or len(primes))
+    keys = tune_keys(0, np.arange(len(primes)))
+    return vocab, sample_chunk(
+        tokens_to_logits, buffer, lengths, keys, blank, SamplingOptions(max_length=max_length), NEWLINE
+    )
 
 
 def test_fake_model_previous_plus_one_runs_to_max_length():
@@ -86,8 +91,19 @@ def test_fake_model_previous_plus_one_runs_to_max_length():
     assert vocab.decode(result.tokens[0]) == "abcdef\nabcde"
     assert vocab.decode(result.tokens[1]) == "cdef\nabcdef\n"
     np.testing.assert_array_equal(result.position, [11, 11])
-    np.testing.assert_array_equal(result.carry, [11, 11])  # one model call per character after the first
-    assert not result.ended.any() and result.done.all()
+    assert not result.ended.any()
+
+
+def test_slots_start_the_next_tune_when_theirs_ends():
+    """Five tunes of different lengths through two slots come out as through five."""
+    ends_after_e = lambda token: jnp.where(token >= 4, NEWLINE, token + 1)  # noqa: E731
+    primes = ["a", "d", "e", "ab", "c"]
+    _, one_slot_per_tune = _run_fake(ends_after_e, primes, max_length=20)
+    vocab, two_slots = _run_fake(ends_after_e, primes, max_length=20, slots=2)
+    texts = [vocab.decode(two_slots.tokens[i, : two_slots.position[i] + 1]) for i in range(len(primes))]
+    assert texts == ["abcde\n\n", "de\n\n", "e\n\n", "abcde\n\n", "cde\n\n"]
+    for field in ("tokens", "position", "ended", "log_likelihood"):
+        np.testing.assert_array_equal(getattr(two_slots, field), getattr(one_slot_per_tune, field))
 
 
 def test_each_tune_stops_at_its_own_end_marker():
@@ -160,7 +176,7 @@ def test_without_stop_at_end_every_tune_runs_to_max_length():
 
     vocab = Vocabulary(tuple("abcdef\n"))
     buffer, lengths = encode_primes(["a"], vocab, 9)
-    initial = initial_states(buffer, lengths, tune_keys(0, np.arange(1)), jnp.zeros(1))
-    result = sample_chunk(tokens_to_logits, initial, SamplingOptions(max_length=9, stop_at_end=False), NEWLINE)
+    options = SamplingOptions(max_length=9, stop_at_end=False)
+    result = sample_chunk(tokens_to_logits, buffer, lengths, tune_keys(0, np.arange(1)), jnp.zeros(1), options, NEWLINE)
     assert vocab.decode(result.tokens[0]) == "a" + "\n" * 8
     assert int(result.position[0]) == 8 and not result.ended[0]
