@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
     train.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics, TensorBoard events")
+    _add_process_flags(train)
 
     sample = commands.add_parser("sample", help="generate tunes from a workdir's checkpoint")
     sample.add_argument("--workdir", required=True, help="run directory written by abcjax train")
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--step", type=int, help="checkpoint step to sample from (default: the latest)")
     sample.add_argument("--split_dir", help="also write one .abc file per tune here")
     sample.add_argument("--jsonl", help="also write one JSON object per tune here")
+    _add_process_flags(sample)
 
     evaluate = commands.add_parser("evaluate", help="describe tunes: well-formed share, bar lengths, repeats, copying")
     evaluate.add_argument("tunes", nargs="+", help="ABC files (or directories, or comma lists) of generated tunes")
@@ -76,6 +78,25 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--jobs", type=int, help="tunes rendered at once (default: one per CPU)")
     render.add_argument("--timeout", type=float, default=30.0, help="seconds each tool may spend on one tune")
     return parser
+
+
+def _add_process_flags(parser: argparse.ArgumentParser) -> None:
+    """One process per host: all three flags (or ABCJAX_* variables) on every process, or none."""
+    group = parser.add_argument_group("multi-process runs (jax.distributed; not needed on a Cloud TPU VM)")
+    group.add_argument(
+        "--coordinator_address", help="HOST:PORT of process 0, the same on every process ($ABCJAX_COORDINATOR_ADDRESS)"
+    )
+    group.add_argument("--num_processes", type=int, help="processes started together ($ABCJAX_NUM_PROCESSES)")
+    group.add_argument("--process_id", type=int, help="this process's number, 0..N-1 ($ABCJAX_PROCESS_ID)")
+
+
+def _set_up_jax(args: argparse.Namespace) -> None:
+    """Joins a multi-process run before JAX is used, then turns on the compilation cache."""
+    from abcjax import parallel
+
+    if args.command in ("train", "sample"):
+        parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    parallel.enable_compilation_cache()
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -153,11 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's routine notices are not the user's concern.
-    if args.command in ("train", "sample", "bench"):
-        from abcjax import parallel
-
-        parallel.enable_compilation_cache()
     try:
+        if args.command in ("train", "sample", "bench"):
+            _set_up_jax(args)
         commands = {"train": _train, "sample": _sample, "evaluate": _evaluate, "bench": _bench, "render": _render}
         code = commands[args.command](args, overrides)
     except AbcjaxError as error:

@@ -1,8 +1,9 @@
 """`abcjax sample`: tunes from a workdir's checkpoint, written as a tunebook, files and JSON lines.
 
 Output never depends on timing or paths beyond the command's own arguments, so the same command
-twice writes byte-identical files. Each file is written to a temporary name and renamed, so an
-interrupted run leaves no half-written output.
+twice writes byte-identical files, as does the same run over several processes (process 0 writes).
+Each file is written to a temporary name and renamed, so an interrupted run leaves no half-written
+output.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import dataclasses
 import json
 import pathlib
 import time
+
+import jax
 
 from abcjax import abc, parallel
 from abcjax.errors import AbcjaxError
@@ -81,7 +84,8 @@ def generate(request: SampleRequest) -> list[SampledTune]:
         f"{len(tunes) / seconds:,.1f} tunes/s, {characters / seconds:,.0f} chars/s, "
         f"{sum(tune.finished for tune in tunes)} reached their end"
     )
-    _write_outputs(request, trained.step, tunes)
+    if jax.process_index() == 0:  # every process holds every tune; the files are written once
+        _write_outputs(request, trained.step, tunes)
     return tunes
 
 

@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from abcjax.data import END_OF_TUNE, Vocabulary
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, make_decoder, zero_carries
-from abcjax.parallel import DATA_AXIS, check_divisible, shard_rows
+from abcjax.parallel import DATA_AXIS, check_divisible, shard_rows, to_host
 
 # How the seed notebook began every tune, and the default prime.
 DEFAULT_PRIME = "X:1\n"
@@ -287,8 +287,10 @@ def make_sampler(model: CharLstm, vocab: Vocabulary, mesh: Mesh, options: Sampli
 
 
 def _decode(result: Tunes, vocab: Vocabulary, indices: np.ndarray, num_tunes: int) -> list[SampledTune]:
-    tokens, positions = np.asarray(result.tokens), np.asarray(result.position)
-    ended, log_likelihood = np.asarray(result.ended), np.asarray(result.log_likelihood)
+    """The chunk's tunes in tune order, on every process: each process writes the rows of its own
+    devices, and the other processes' rows are gathered (the sampler's output is never per host)."""
+    host = to_host(result)
+    tokens, positions, ended, log_likelihood = host.tokens, host.position, host.ended, host.log_likelihood
     tunes = []
     for row, index in enumerate(indices):
         if index >= num_tunes:

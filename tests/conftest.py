@@ -29,11 +29,22 @@ def tiny_config(*overrides: str):
     return load_config(TINY_CONFIG, overrides)
 
 
+def abcjax_env(devices: int = 1, **variables: str) -> dict[str, str]:
+    """The environment of an `abcjax` subprocess: this one's, CPU only, `devices` devices, plus `variables`."""
+    return dict(
+        os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu", **variables
+    )
+
+
 def run_abcjax(*args: str, devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs `python -m abcjax ARGS` in a fresh process with `devices` CPU devices."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
     return subprocess.run(
-        [sys.executable, "-m", "abcjax", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+        [sys.executable, "-m", "abcjax", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=abcjax_env(devices),
+        cwd=REPO,
     )
 
 
