@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     primes.add_argument("--prime_file", help="one prime per line, cycled over the tunes")
     sample.add_argument("--max_length", type=int, default=1000, help="characters per tune at most, prime included")
-    sample.add_argument("--batch_size", type=int, default=1024, help="tunes per compiled chunk, split over devices")
+    sample.add_argument("--batch_size", type=int, default=1024, help="tunes written at once, split over devices")
     sample.add_argument("--step", type=int, help="checkpoint step to sample from (default: the latest)")
     sample.add_argument("--split_dir", help="also write one .abc file per tune here")
     sample.add_argument("--jsonl", help="also write one JSON object per tune here")
