@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from abcjax import corpus, data, parallel, sample, steps, torch_peer
-from abcjax.model import CharLstm, ModelConfig, zero_carries
+from abcjax.model import CharLstm, ModelConfig, make_decoder, zero_carries
 
 WARMUP_STEPS = 2
 
@@ -93,7 +93,7 @@ def _time_sampling(model, params, vocab, mesh, num_tunes: int, sample_length: in
 
 def _time_seed_procedure(model, params, sample_length: int) -> float:
     """Seconds for one tune the seed notebook's way: batch 1, one compiled model call per character."""
-    step = jax.jit(sample.one_tune_model(model, params))
+    step = jax.jit(make_decoder(model.config, params))
     carry = jax.tree_util.tree_map(lambda x: x[0], zero_carries(model.config, jnp.zeros(1)))
     key = jax.random.PRNGKey(0)
 

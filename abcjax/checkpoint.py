@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from abcjax.errors import AbcjaxError
+from abcjax.errors import AbcjaxError, first_line
 
 
 class Checkpoints:
@@ -85,8 +85,7 @@ class Checkpoints:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(**items))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise AbcjaxError(
-                f"checkpoint {self.directory / str(step)} could not be read ({first_line}): "
+                f"checkpoint {self.directory / str(step)} could not be read ({first_line(error)}): "
                 "delete that folder to fall back to an earlier step, or use a new --workdir"
             ) from None

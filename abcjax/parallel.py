@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from abcjax.errors import AbcjaxError
+from abcjax.errors import AbcjaxError, first_line
 
 DATA_AXIS = "data"
 # Where each setting of a multi-process run is read from when its flag is not given.
@@ -136,9 +136,8 @@ def _join(**settings) -> None:
     try:
         jax.distributed.initialize(**settings)
     except (RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise AbcjaxError(
-            f"could not join the other processes ({first_line}): start every process with the same "
+            f"could not join the other processes ({first_line(error)}): start every process with the same "
             "--coordinator_address and --num_processes, and check process 0's host and port are reachable"
         ) from None
 
@@ -159,10 +158,14 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
         raise AbcjaxError(f"{what}={batch_size} does not split over {devices} devices: use a multiple of {devices}")
 
 
+def round_up(count: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that holds `count` rows."""
+    return -(-count // multiple) * multiple
+
+
 def round_up_to_devices(count: int, mesh: Mesh) -> int:
     """The smallest multiple of the device count that holds `count` rows."""
-    devices = mesh.devices.size
-    return -(-count // devices) * devices
+    return round_up(count, mesh.devices.size)
 
 
 def replicate(tree, mesh: Mesh):

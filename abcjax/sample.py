@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from abcjax.data import END_OF_TUNE, Vocabulary
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, make_decoder, zero_carries
-from abcjax.parallel import DATA_AXIS, check_divisible, shard_rows, to_host
+from abcjax.parallel import DATA_AXIS, check_divisible, round_up, shard_rows, to_host
 
 # How the seed notebook began every tune, and the default prime.
 DEFAULT_PRIME = "X:1\n"
@@ -206,11 +206,6 @@ def encode_primes(primes: list[str], vocab: Vocabulary, max_length: int) -> tupl
     return buffer, lengths
 
 
-def one_tune_model(model: CharLstm, params) -> TokensToLogits:
-    """The model as the sampler wants it: one character of one tune in, its logits and state out."""
-    return make_decoder(model.config, params)
-
-
 def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, newline: int, slots: int):
     """The compiled `(params, primes, prime_lengths, keys) -> Tunes` for chunks sharded over `mesh`.
 
@@ -220,7 +215,8 @@ def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, ne
 
     def device_chunk(params, primes, prime_lengths, keys):
         blank_carry = zero_carries(model.config, prime_lengths[:slots_per_device])
-        return sample_chunk(one_tune_model(model, params), primes, prime_lengths, keys, blank_carry, options, newline)
+        decode = make_decoder(model.config, params)
+        return sample_chunk(decode, primes, prime_lengths, keys, blank_carry, options, newline)
 
     rows = P(DATA_AXIS)
     sharded = jax.shard_map(device_chunk, mesh=mesh, in_specs=(P(), rows, rows, rows), out_specs=rows)
@@ -260,7 +256,7 @@ def sample_tunes(
     prime_tokens, prime_lengths = primes
     tunes: list[SampledTune] = []
     for first in range(0, num_tunes, batch_size * TUNES_PER_SLOT):
-        count = min(batch_size * TUNES_PER_SLOT, -(-(num_tunes - first) // batch_size) * batch_size)
+        count = min(batch_size * TUNES_PER_SLOT, round_up(num_tunes - first, batch_size))
         indices = np.arange(first, first + count)
         which_prime = indices % len(prime_lengths)
         result = chunk_sampler(batch_size)(

@@ -7,14 +7,13 @@ import pytest
 
 from abcjax.data import Vocabulary
 from abcjax.errors import AbcjaxError
-from abcjax.model import zero_carries
+from abcjax.model import make_decoder, zero_carries
 from abcjax.parallel import make_mesh
 from abcjax.sample import (
     SamplingOptions,
     encode_primes,
     filter_logits,
     make_sampler,
-    one_tune_model,
     sample_chunk,
     tune_keys,
 )
@@ -127,7 +126,7 @@ def test_prime_with_unknown_characters_lists_the_vocabulary():
 
 def _slow_reference(trained, seed, index, prime, max_length):
     """The seed notebook's way: one tune, one character per Python iteration, the same keys."""
-    step = jax.jit(one_tune_model(trained.model, trained.params))
+    step = jax.jit(make_decoder(trained.model.config, trained.params))
     key = tune_keys(seed, np.array([index]))[0]
     carry = jax.tree_util.tree_map(lambda x: x[0], zero_carries(trained.model.config, jnp.zeros(1)))
     tokens = list(trained.vocab.encode(prime))
