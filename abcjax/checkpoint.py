@@ -8,21 +8,21 @@ crash mid-save never leaves a checkpoint that is taken as complete.
 
 from __future__ import annotations
 
-import pathlib
-
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from abcjax import storage
 from abcjax.errors import AbcjaxError, first_line
 
 
 class Checkpoints:
     """Save every N steps, keep the last K, restore the latest (or a chosen) step."""
 
-    def __init__(self, workdir: str | pathlib.Path, keep: int | None = None, read_only: bool = False):
-        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    def __init__(self, workdir: str | epath.PathLike, keep: int | None = None, read_only: bool = False):
+        self.directory = storage.as_path(workdir) / "checkpoints"
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 

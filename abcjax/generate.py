@@ -2,20 +2,19 @@
 
 Output never depends on timing or paths beyond the command's own arguments, so the same command
 twice writes byte-identical files, as does the same run over several processes (process 0 writes).
-Each file is written to a temporary name and renamed, so an interrupted run leaves no half-written
-output.
+Each file is written whole or not at all (`storage.write_text_atomically`), so an interrupted run
+leaves no half-written output; any of them may be a gs:// path.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import time
 
 import jax
 
-from abcjax import abc, parallel
+from abcjax import abc, parallel, storage
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import format_duration, say
 from abcjax.sample import DEFAULT_PRIME, SampledTune, SamplingOptions, make_sampler
@@ -43,8 +42,10 @@ def unescape_prime(text: str) -> str:
 
 def read_prime_file(path: str) -> tuple[str, ...]:
     """One prime per non-empty line, `\\n` escapes allowed."""
+    prime_file = storage.as_path(path)
+    storage.check_reachable(prime_file, "--prime_file")
     try:
-        lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
+        lines = prime_file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise AbcjaxError(
             f"cannot read prime file {path} ({error}): give a UTF-8 text file, one prime per line"
@@ -91,10 +92,14 @@ def generate(request: SampleRequest) -> list[SampledTune]:
 
 def _check_output_paths(request: SampleRequest) -> None:
     """Fails before sampling, not after it, when an output cannot be written."""
+    for flag, text in (("--out", request.out), ("--jsonl", request.jsonl), ("--split_dir", request.split_dir)):
+        if text:
+            storage.check_reachable(storage.as_path(text), flag)
     for path in (request.out, request.jsonl):
-        if path and not pathlib.Path(path).parent.is_dir():
+        if path and not storage.parent_exists(storage.as_path(path)):
             raise AbcjaxError(f"cannot write {path}: its directory does not exist; create it first")
-    if request.split_dir and pathlib.Path(request.split_dir).exists() and not pathlib.Path(request.split_dir).is_dir():
+    split_dir = request.split_dir and storage.as_path(request.split_dir)
+    if split_dir and split_dir.exists() and not split_dir.is_dir():
         raise AbcjaxError(f"--split_dir {request.split_dir} is a file: give a directory")
 
 
@@ -132,17 +137,14 @@ def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) 
     texts = [numbered_tune(tune, number) for number, tune in enumerate(tunes, start=1)]
     if request.out:
         tunebook = tunebook_header(request, step) + "".join(f"{text}\n" for text in texts)
-        _write_atomically(pathlib.Path(request.out), tunebook)
+        storage.write_text_atomically(storage.as_path(request.out), tunebook)
         say(f"wrote {request.out}")
     if request.split_dir:
-        directory = pathlib.Path(request.split_dir)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise AbcjaxError(f"cannot create --split_dir {directory} ({error.strerror})") from None
+        directory = storage.as_path(request.split_dir)
+        storage.make_directory(directory, "--split_dir")
         width = max(4, len(str(len(tunes))))
         for number, text in enumerate(texts, start=1):
-            _write_atomically(directory / f"tune-{number:0{width}d}.abc", text)
+            storage.write_text_atomically(directory / f"tune-{number:0{width}d}.abc", text)
         say(f"wrote {len(texts)} files to {directory}")
     if request.jsonl:
         checks = _checks(texts)
@@ -150,7 +152,7 @@ def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) 
             json.dumps({**_tune_record(tune, text), **check}) + "\n"
             for tune, text, check in zip(tunes, texts, checks, strict=True)
         ]
-        _write_atomically(pathlib.Path(request.jsonl), "".join(lines))
+        storage.write_text_atomically(storage.as_path(request.jsonl), "".join(lines))
         say(f"wrote {request.jsonl}")
 
 
@@ -170,15 +172,3 @@ def _tune_record(tune: SampledTune, text: str) -> dict:
         "finished": tune.finished,
         "log_likelihood": round(tune.log_likelihood, 4),
     }
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise AbcjaxError(
-            f"cannot write {path} ({error.strerror}): check the directory exists and is writable"
-        ) from None

@@ -1,17 +1,20 @@
 """Where training figures go: TensorBoard event files, WORKDIR/metrics.jsonl, and the console.
 
-Only process 0 writes, so that a run over several processes would log once.
+Only process 0 writes, so that a run over several processes logs once. The workdir may be in Cloud
+Storage, which cannot append to a file, so metrics.jsonl is rewritten whole at each logged step.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import pathlib
 import time
 
 import jax
+from etils import epath
 from tensorboardX import SummaryWriter
+
+from abcjax import storage
 
 # metrics.jsonl key -> TensorBoard tag
 TENSORBOARD_TAGS = {
@@ -30,14 +33,13 @@ TENSORBOARD_TAGS = {
 class MetricsWriter:
     """Writes each logged step to TensorBoard and as one JSON line; a no-op on processes other than 0."""
 
-    def __init__(self, workdir: pathlib.Path, resume_step: int):
+    def __init__(self, workdir: epath.Path, resume_step: int):
         self._active = jax.process_index() == 0
         self._jsonl_path = workdir / "metrics.jsonl"
         if not self._active:
             return
-        _drop_lines_after(self._jsonl_path, resume_step)
+        self._jsonl_lines = _lines_up_to(self._jsonl_path, resume_step)
         self._tensorboard = SummaryWriter(str(workdir), purge_step=resume_step + 1 if resume_step else None)
-        self._jsonl = self._jsonl_path.open("a", encoding="utf-8")
 
     def write_config(self, config_json: str) -> None:
         if self._active:
@@ -53,26 +55,21 @@ class MetricsWriter:
             return
         for key, value in metrics.items():
             self._tensorboard.add_scalar(TENSORBOARD_TAGS[key], value, step)
-        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        self._jsonl.flush()
+        self._jsonl_lines.append(json.dumps({"step": step, **metrics}) + "\n")
+        storage.write_text_atomically(self._jsonl_path, "".join(self._jsonl_lines))
         self._tensorboard.flush()
 
     def close(self) -> None:
         if self._active:
-            self._jsonl.close()
             self._tensorboard.close()
 
 
-def _drop_lines_after(path: pathlib.Path, step: int) -> None:
-    """On resume, forgets figures logged after the checkpoint, which the run will log again."""
+def _lines_up_to(path: epath.Path, step: int) -> list[str]:
+    """The lines of an earlier run up to its checkpoint's step: a resumed run logs the later ones again."""
     if not path.exists():
-        return
+        return []
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
-        temporary = path.with_suffix(".jsonl.tmp")
-        temporary.write_text("".join(kept), encoding="utf-8")
-        temporary.replace(path)
+    return [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
 
 
 class Progress:

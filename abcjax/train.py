@@ -2,21 +2,25 @@
 
 `train_and_evaluate(config, workdir)` is the whole job, importable from a notebook; the CLI only
 parses arguments and calls it. Running it again on the same workdir resumes from the latest
-checkpoint; Ctrl-C and SIGTERM save the current step before it returns.
+checkpoint; Ctrl-C and SIGTERM save the current step before it returns. Over several processes,
+all of them stop and save at one step they agree on (JAX's preemption sync point): a process that
+stopped alone would leave the others waiting in a collective.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import pathlib
+import os
 import signal
 import time
 
 import jax
 import ml_collections
+from etils import epath
+from jax.experimental import multihost_utils
 
-from abcjax import abc, checkpoint, corpus, data, metrics, parallel, sample, steps
+from abcjax import abc, checkpoint, corpus, data, metrics, parallel, sample, steps, storage
 from abcjax import config as config_lib
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, ModelConfig, count_params
@@ -29,8 +33,10 @@ class TrainResult:
     stopped_by_signal: int | None  # SIGINT or SIGTERM when the run was interrupted
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> TrainResult:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.PathLike) -> TrainResult:
+    """Trains `config` in `workdir` (local or gs://), resuming from its latest checkpoint if there is one."""
+    workdir = storage.as_path(workdir)
+    storage.check_reachable(workdir, "--workdir")
     mesh = parallel.make_mesh()
     parallel.check_divisible(config.train.batch_size, mesh, "train.batch_size")
 
@@ -46,11 +52,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     )
 
     # Only now that the inputs are good is the workdir touched.
-    workdir = pathlib.Path(workdir)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AbcjaxError(f"cannot use {workdir} as the workdir ({error.strerror}): give a directory path") from None
+    storage.make_directory(workdir, "the workdir")
     model = CharLstm(ModelConfig.from_config(config, dataset.vocab.size))
     tx = steps.make_optimizer(config)
     with checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints) as store:
@@ -114,10 +116,10 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
     chars_per_step = train_cfg.batch_size * config.data.seq_length
     logged: dict[str, float] = {}
     try:
-        with _stop_signals() as stop:
+        with _stop_requests() as stop:
             for step in range(first_step + 1, last_step + 1):
                 state, step_metrics = train_step(state, tokens)
-                stopping = stop.signum  # read once: a signal may land at any point of this iteration
+                stopping = stop.requested(step)  # read once: a signal may land at any point of this iteration
                 final = step == last_step or stopping is not None
                 # A stopping run saves at once: a spot VM's notice may not cover evaluation or sampling.
                 do_eval = evaluate is not None and stopping is None and (step % train_cfg.eval_every == 0 or final)
@@ -190,21 +192,46 @@ def _make_tune_sampler(model, vocab, mesh, config):
     return sample_tunes
 
 
-class _StopFlag:
-    signum: int | None = None
+class _LocalStop:
+    """One process: Ctrl-C and SIGTERM set a flag that the loop reads after each step."""
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def requested(self, step: int) -> int | None:
+        return self.signum
+
+
+class _AgreedStop:
+    """Several processes: stop where JAX's preemption service says all of them stop.
+
+    `jax.distributed.initialize` installed the service's own SIGTERM handler, which tells every
+    process through the coordinator; each one's sync point then returns True at the same step (about
+    a second after the signal). Ctrl-C is passed on to it as SIGTERM. A Python SIGTERM handler here
+    would replace JAX's and break the agreement, so SIGTERM is left alone.
+    """
+
+    signals = (signal.SIGINT,)
+
+    def handle(self, signum, frame) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def requested(self, step: int) -> int | None:
+        return signal.SIGTERM if multihost_utils.reached_preemption_sync_point(step) else None
 
 
 @contextlib.contextmanager
-def _stop_signals():
-    """Turns Ctrl-C and SIGTERM into a flag the loop reads after each step, so it can checkpoint."""
-    flag = _StopFlag()
-
-    def handler(signum, frame):
-        flag.signum = signum
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _stop_requests():
+    """The stop requests of this run (see `_LocalStop` and `_AgreedStop`), with their signal handlers."""
+    stop = _AgreedStop() if jax.process_count() > 1 else _LocalStop()
+    previous = {sig: signal.signal(sig, stop.handle) for sig in stop.signals}
     try:
-        yield flag
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

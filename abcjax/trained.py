@@ -7,13 +7,13 @@ to a laptop samples there, whatever device count trained it.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import jax
 import ml_collections
+from etils import epath
 from jax.sharding import Mesh
 
-from abcjax import steps
+from abcjax import steps, storage
 from abcjax.checkpoint import Checkpoints
 from abcjax.data import Vocabulary
 from abcjax.model import CharLstm, ModelConfig
@@ -28,8 +28,10 @@ class TrainedModel:
     params: dict  # replicated on the mesh it was loaded for
 
 
-def load_trained(workdir: str | pathlib.Path, step: int | None, mesh: Mesh) -> TrainedModel:
-    """The checkpoint of `step` (default the latest) in `workdir`, parameters replicated on `mesh`."""
+def load_trained(workdir: str | epath.PathLike, step: int | None, mesh: Mesh) -> TrainedModel:
+    """The checkpoint of `step` (default the latest) in `workdir` (local or gs://), replicated on `mesh`."""
+    workdir = storage.as_path(workdir)
+    storage.check_reachable(workdir, "--workdir")
     with Checkpoints(workdir, read_only=True) as store:
         step, saved_config, saved_vocab = store.restore_metadata(step)
         config = ml_collections.ConfigDict(saved_config)

@@ -153,13 +153,14 @@ fetch_source_command() {
   fi
 }
 
-# The remote command that installs abcjax and PACKAGES (the JAX build for the accelerator first)
+# The remote command that installs abcjax with its Cloud Storage extra (gs:// workdirs) and PACKAGES
+# (the JAX build for the accelerator first)
 # into ~/abcjax/.venv with uv, which also fetches Python $PYTHON_VERSION where the system has an
 # older one (Ubuntu 22.04 has 3.10).
 install_command() {
   printf '%s && (test -x ~/.local/bin/uv || curl -LsSf https://astral.sh/uv/install.sh | sh)' "$(fetch_source_command)"
   printf ' && ~/.local/bin/uv venv --allow-existing --python %s %s/.venv' "$PYTHON_VERSION" "$REMOTE_DIR"
-  printf ' && ~/.local/bin/uv pip install --python %s/.venv/bin/python -e %s %s' "$REMOTE_DIR" "$REMOTE_DIR" "$(quote_words "$@")"
+  printf ' && ~/.local/bin/uv pip install --python %s/.venv/bin/python -e %s %s' "$REMOTE_DIR" "$(quote_word "./$REMOTE_DIR[gcs]")" "$(quote_words "$@")"
 }
 
 # The remote command that runs `abcjax ARGS` in ~/abcjax, appending its output to logs/LOG on that

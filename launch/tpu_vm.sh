@@ -167,7 +167,7 @@ cmd_setup() {
     make_source_tarball
     gcloud_tpu scp "$SOURCE_TARBALL" "$TPU_NAME:$REMOTE_TARBALL" --worker=all
   fi
-  on_worker all "$(install_command 'jax[tpu]' tensorboard gcsfs)"
+  on_worker all "$(install_command 'jax[tpu]' tensorboard)"
 }
 
 cmd_train() {

@@ -7,6 +7,7 @@ port; each trained layout is shared by the tests through one module fixture.
 import contextlib
 import json
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -152,6 +153,38 @@ def test_a_tpu_pod_slice_joins_without_flags(runs, tmp_path):
     _only_process_0_talks(*results)  # were it alone, process 1 would be a process 0 and talk
     assert run_abcjax(*args, "--out", str(books[1])).returncode == 0
     assert books[0].read_bytes() == books[1].read_bytes()
+
+
+def test_sigterm_to_one_process_stops_both_at_one_saved_step_and_both_resume(tmp_path):
+    """A spot VM's notice may reach one worker only: both stop at the same step, save it, and exit."""
+    args = (*TRAIN[:3], "--workdir", str(tmp_path), "--config.train.steps=100000", "--config.train.log_every=1")
+    args += ("--config.train.checkpoint_every=100000",)
+    (args0, env0), (args1, env1) = _two_processes(args)
+    with tempfile.TemporaryFile("w+") as log1:
+        command = [sys.executable, "-m", "abcjax"]
+        process0 = subprocess.Popen([*command, *args0], cwd=REPO, env=env0, stdout=subprocess.PIPE, text=True)
+        process1 = subprocess.Popen([*command, *args1], cwd=REPO, env=env1, stdout=log1, stderr=log1, text=True)
+        try:
+            for line in process0.stdout:
+                if line.startswith("step 3/"):
+                    process1.send_signal(signal.SIGTERM)
+                    break
+            stdout, _ = process0.communicate(timeout=TIMEOUT)
+            process1.wait(timeout=TIMEOUT)
+        finally:
+            for process in (process0, process1):
+                process.kill()
+                process.wait()
+        log1.seek(0)
+        assert (process0.returncode, process1.returncode) == (128 + signal.SIGTERM,) * 2, log1.read()
+    stopped_at = int(stdout.split("stopped by SIGTERM at step ")[1].split(":")[0])
+    assert stopped_at > 3
+    assert sorted(int(path.name) for path in (tmp_path / "checkpoints").iterdir()) == [stopped_at]
+
+    resume = (*TRAIN[:3], "--workdir", str(tmp_path), f"--config.train.steps={stopped_at + 2}")
+    process0, _ = _run_together(_two_processes(resume))
+    assert f"resuming from the checkpoint of step {stopped_at}" in process0.stdout
+    assert f"step {stopped_at + 2}/{stopped_at + 2}" in process0.stdout
 
 
 GROUP = ("--coordinator_address", "10.0.0.1:8476", "--num_processes", "2", "--process_id", "1")

@@ -149,7 +149,7 @@ def test_setup_copies_the_checkout_to_every_worker_then_installs_jax_tpu(launch,
     assert "--worker=all" in ssh
     install = remote_command(ssh)
     assert install.startswith("mkdir -p abcjax && tar -xzf abcjax-src.tar.gz -C abcjax && ")
-    assert shlex.split(install)[-4:] == ["abcjax", "jax[tpu]", "tensorboard", "gcsfs"]
+    assert shlex.split(install)[-4:] == ["-e", "./abcjax[gcs]", "jax[tpu]", "tensorboard"]
 
 
 def test_setup_from_a_git_url_clones_on_the_workers_and_copies_nothing(launch):
