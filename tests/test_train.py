@@ -1,6 +1,7 @@
 """The trainer end to end: data parallelism, resume, checkpoints, signals and what it logs."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,6 +175,39 @@ def test_tunes_sampled_during_training_reach_tensorboard_with_their_well_formed_
     assert [event.step for event in events.Scalars("samples/well_formed_fraction")] == [2, 4]
     texts = [event.tensor_proto.string_val[0].decode() for event in events.Tensors("samples/text_summary")]
     assert len(texts) == 2 and all(text.count("X:1") == 3 for text in texts)
+
+
+def test_a_kill_mid_save_resumes_from_the_last_complete_checkpoint(tmp_path):
+    """SIGKILL while checkpoints are written at every step, plus a fabricated half-written one:
+    the next run takes neither as complete and resumes from the last complete step."""
+    model = ("--config.model.hidden_size=512", "--config.train.keep_checkpoints=100")  # 16 MB per save
+    command = [sys.executable, "-m", "abcjax", "train", "--config", str(TINY_CONFIG), "--workdir", str(tmp_path)]
+    command += [
+        *model,
+        "--config.train.steps=100000",
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=1",
+    ]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+        try:
+            for line in process.stdout:
+                if line.startswith("step 5/"):
+                    break
+        finally:
+            process.kill()
+    complete = _saved_steps(tmp_path)
+    assert complete and max(complete) >= 3
+    latest = max(complete)
+    half_written = tmp_path / "checkpoints" / f"{latest + 1}.orbax-checkpoint-tmp-1"  # Orbax's temporary name
+    shutil.copytree(tmp_path / "checkpoints" / str(latest), half_written)
+    shutil.rmtree(half_written / "state")
+
+    resumed = run_abcjax(
+        "train", "--config", str(TINY_CONFIG), "--workdir", str(tmp_path), *model, f"--config.train.steps={latest + 2}"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from the checkpoint of step {latest}" in resumed.stdout
+    assert max(_saved_steps(tmp_path)) == latest + 2
 
 
 @pytest.mark.parametrize("override", ["--config.seed=1", "--config.data.val_fraction=0.2"])
