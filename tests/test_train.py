@@ -127,31 +127,29 @@ def test_default_config_prints_the_seed_parameter_count(tmp_path):
     assert "vocabulary 83 characters" in result.stdout
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path, signum):
-    command = [
-        sys.executable,
-        "-m",
-        "abcjax",
-        "train",
-        "--config",
-        str(TINY_CONFIG),
-        "--workdir",
-        str(tmp_path),
-        "--config.train.steps=100000",
-        "--config.train.log_every=1",
-        "--config.train.checkpoint_every=100000",
-    ]
+def _interrupt_training(workdir, *overrides, at_step, how):
+    """Starts a long tiny training run, applies `how` to its process once it logs `at_step`, and
+    returns (stdout, stderr, exit code); the process never outlives the call."""
+    command = [sys.executable, "-m", "abcjax", "train", "--config", str(TINY_CONFIG), "--workdir", str(workdir)]
+    command += ["--config.train.steps=100000", "--config.train.log_every=1", *overrides]
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
             for line in process.stdout:
-                if line.startswith("step 3/"):
-                    process.send_signal(signum)
+                if line.startswith(f"step {at_step}/"):
+                    how(process)
                     break
             stdout, stderr = process.communicate(timeout=120)
         finally:
             process.kill()
-    assert process.returncode == 128 + signum, stderr
+    return stdout, stderr, process.returncode
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path, signum):
+    stdout, stderr, returncode = _interrupt_training(
+        tmp_path, "--config.train.checkpoint_every=100000", at_step=3, how=lambda process: process.send_signal(signum)
+    )
+    assert returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     stopped_at = int(stdout.split(f"stopped by {signal.Signals(signum).name} at step ")[1].split(":")[0])
     assert stopped_at >= 3
@@ -181,20 +179,7 @@ def test_a_kill_mid_save_resumes_from_the_last_complete_checkpoint(tmp_path):
     """SIGKILL while checkpoints are written at every step, plus a fabricated half-written one:
     the next run takes neither as complete and resumes from the last complete step."""
     model = ("--config.model.hidden_size=512", "--config.train.keep_checkpoints=100")  # 16 MB per save
-    command = [sys.executable, "-m", "abcjax", "train", "--config", str(TINY_CONFIG), "--workdir", str(tmp_path)]
-    command += [
-        *model,
-        "--config.train.steps=100000",
-        "--config.train.log_every=1",
-        "--config.train.checkpoint_every=1",
-    ]
-    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
-        try:
-            for line in process.stdout:
-                if line.startswith("step 5/"):
-                    break
-        finally:
-            process.kill()
+    _interrupt_training(tmp_path, *model, "--config.train.checkpoint_every=1", at_step=5, how=subprocess.Popen.kill)
     complete = _saved_steps(tmp_path)
     assert complete and max(complete) >= 3
     latest = max(complete)
