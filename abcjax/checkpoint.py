@@ -77,9 +77,17 @@ class Checkpoints:
 
         The device count may differ from the one that saved it.
         """
-        replicated = NamedSharding(mesh, P())
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)
-        return self._restore(step, state=ocp.args.StandardRestore(abstract)).state
+        return self._restore(step, state=ocp.args.StandardRestore(_replicated(target, mesh))).state
+
+    def restore_params(self, step: int, target_params, mesh: Mesh):
+        """Only the parameters of the saved state, laid out like `target_params` replicated on `mesh`.
+
+        All that sampling needs: Adam's moments, twice the parameters' size, stay on disk.
+        """
+        item = {"params": _replicated(target_params, mesh)}
+        restore_args = ocp.checkpoint_utils.construct_restore_args(item)
+        args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        return self._restore(step, state=args).state["params"]
 
     def _restore(self, step: int, **items):
         try:
@@ -89,3 +97,9 @@ class Checkpoints:
                 f"checkpoint {self.directory / str(step)} could not be read ({first_line(error)}): "
                 "delete that folder to fall back to an earlier step, or use a new --workdir"
             ) from None
+
+
+def _replicated(target, mesh: Mesh):
+    """Abstract arrays shaped like `target`'s, each replicated over `mesh`: what Orbax restores into."""
+    replicated = NamedSharding(mesh, P())
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)

@@ -39,5 +39,5 @@ def load_trained(workdir: str | epath.PathLike, step: int | None, mesh: Mesh) ->
         model = CharLstm(ModelConfig.from_config(config, vocab.size))
         tx = steps.make_optimizer(config)
         target = jax.eval_shape(lambda: steps.create_train_state(model, tx, config.seed))
-        state = store.restore_state(step, target, mesh)
-    return TrainedModel(step, config, vocab, model, state.params)
+        params = store.restore_params(step, target.params, mesh)
+    return TrainedModel(step, config, vocab, model, params)

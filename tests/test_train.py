@@ -6,13 +6,17 @@ import signal
 import subprocess
 import sys
 
+import jax
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from abcjax.checkpoint import Checkpoints
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import TENSORBOARD_TAGS
+from abcjax.parallel import make_mesh
+from abcjax.steps import create_train_state, make_optimizer
 from abcjax.train import train_and_evaluate
+from abcjax.trained import load_trained
 from conftest import REPO, TINY_CONFIG, run_abcjax, tiny_config
 
 
@@ -200,3 +204,16 @@ def test_resuming_with_another_split_is_refused(tmp_path, override):
     train_and_evaluate(tiny_config("--config.train.steps=2"), tmp_path)
     with pytest.raises(AbcjaxError, match="use the same value to resume"):
         train_and_evaluate(tiny_config("--config.train.steps=4", override), tmp_path)
+
+
+def test_a_trained_model_loads_the_saved_parameters_and_only_them(tiny_workdir):
+    """Sampling reads the parameters alone (not Adam's moments), equal to those of the whole state."""
+    mesh = make_mesh()
+    trained = load_trained(tiny_workdir, None, mesh)
+    tx = make_optimizer(trained.config)
+    target = jax.eval_shape(lambda: create_train_state(trained.model, tx, trained.config.seed))
+    with Checkpoints(tiny_workdir, read_only=True) as store:
+        saved = store.restore_state(trained.step, target, mesh)
+    assert jax.tree.structure(trained.params) == jax.tree.structure(saved.params)
+    for loaded, whole in zip(jax.tree.leaves(trained.params), jax.tree.leaves(saved.params), strict=True):
+        assert loaded.sharding.is_fully_replicated and (loaded == whole).all()
