@@ -18,6 +18,7 @@ import tempfile
 from abcjax.errors import AbcjaxError
 
 PARSER = "abc2midi"
+PARSER_MISSING = f"{PARSER} not found (Debian package abcmidi)"  # the start of the notice without it
 _TOLERANCE = 1e-6  # whole notes a full bar may be off by: float rounding only (a 1/128 note is 0.0078)
 
 _FIELD_LINE = re.compile(r"[A-Za-z]:")

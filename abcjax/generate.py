@@ -143,8 +143,11 @@ def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) 
         directory = storage.as_path(request.split_dir)
         storage.make_directory(directory, "--split_dir")
         width = max(4, len(str(len(tunes))))
-        for number, text in enumerate(texts, start=1):
-            storage.write_text_atomically(directory / f"tune-{number:0{width}d}.abc", text)
+        names = [f"tune-{number:0{width}d}.abc" for number in range(1, len(texts) + 1)]
+        for name, text in zip(names, texts, strict=True):
+            storage.write_text_atomically(directory / name, text)
+        for stale in {path.name for path in directory.glob("tune-*.abc")} - set(names):
+            (directory / stale).unlink()  # an earlier run's tune, which would pass for one of these
         say(f"wrote {len(texts)} files to {directory}")
     if request.jsonl:
         checks = _checks(texts)
@@ -160,7 +163,7 @@ def _checks(texts: list[str]) -> list[dict]:
     """Each tune's ABC checks (well-formed, bars, repeats, meter, key), or none without abc2midi."""
     if abc.parser_available():
         return abc.check_tunes(texts)
-    say("abc2midi not found (Debian package abcmidi): --jsonl has no well-formedness checks")
+    say(f"{abc.PARSER_MISSING}: --jsonl has no well-formedness checks")
     return [{} for _ in texts]
 
 

@@ -176,7 +176,7 @@ def _make_tune_sampler(model, vocab, mesh, config):
         return None
     checks = abc.parser_available()
     if not checks:
-        metrics.say("abc2midi not found (Debian package abcmidi): sampled tunes are logged without their checks")
+        metrics.say(f"{abc.PARSER_MISSING}: sampled tunes are logged without their checks")
     options = sample.SamplingOptions(max_length=train_cfg.sample_max_length)
     sampler = sample.make_sampler(model, vocab, mesh, options, [sample.DEFAULT_PRIME])
     batch_size = parallel.round_up_to_devices(train_cfg.sample_tunes, mesh)
@@ -184,7 +184,7 @@ def _make_tune_sampler(model, vocab, mesh, config):
     def sample_tunes(params, step: int, writer: metrics.MetricsWriter) -> dict[str, float]:
         texts = [tune.text for tune in sampler(params, config.seed, train_cfg.sample_tunes, batch_size)]
         writer.write_samples(step, texts)
-        if not checks:
+        if not checks or jax.process_index() != 0:  # only process 0 logs figures, so only it checks tunes
             return {}
         well_formed = [check["well_formed"] for check in abc.check_tunes(texts)]
         return {"sample_well_formed_fraction": sum(well_formed) / len(well_formed)}

@@ -72,6 +72,26 @@ def test_split_dir_and_jsonl_hold_every_tune(tmp_path, tiny_workdir):
         assert record["log_likelihood"] < 0
 
 
+def test_split_dir_keeps_no_tune_of_an_earlier_larger_run(tmp_path, tiny_workdir):
+    split_dir = tmp_path / "tunes"
+    split_dir.mkdir()
+    (split_dir / "notes.txt").write_text("the user's own file")
+    for num_tunes in ("3", "2"):
+        result = run_abcjax(
+            "sample",
+            "--workdir",
+            str(tiny_workdir),
+            "--num_tunes",
+            num_tunes,
+            "--max_length",
+            "30",
+            "--split_dir",
+            str(split_dir),
+        )
+        assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in split_dir.iterdir()) == ["notes.txt", "tune-0001.abc", "tune-0002.abc"]
+
+
 def test_prime_file_primes_are_cycled_over_the_tunes(tmp_path, tiny_workdir):
     primes = tmp_path / "primes.txt"
     primes.write_text("X:1\\nM:6/8\\nK:D\\n\nX:1\\nM:4/4\\nK:G\\n\n")
