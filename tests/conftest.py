@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,16 +37,25 @@ def abcjax_env(devices: int = 1, **variables: str) -> dict[str, str]:
     )
 
 
-def run_abcjax(*args: str, devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs `python -m abcjax ARGS` in a fresh process with `devices` CPU devices."""
+def run_abcjax(
+    *args: str, devices: int = 1, timeout: float = 300, variables: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs `python -m abcjax ARGS` in a fresh process with `devices` CPU devices and `variables` set."""
     return subprocess.run(
         [sys.executable, "-m", "abcjax", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=abcjax_env(devices),
+        env=abcjax_env(devices, **(variables or {})),
         cwd=REPO,
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

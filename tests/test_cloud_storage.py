@@ -17,17 +17,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from abcjax import storage
 from abcjax.errors import AbcjaxError
-from conftest import REPO, TINY_CONFIG, abcjax_env
+from conftest import REPO, TINY_CONFIG, free_port, run_abcjax
 
 BUCKET = "abcjax-test"
 
 
 @pytest.fixture(scope="module")
 def emulator():
-    """(URL, environment for abcjax) of a Cloud Storage emulator holding an empty bucket BUCKET."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    """(URL, environment variables for abcjax) of a Cloud Storage emulator holding an empty bucket BUCKET."""
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "gcs_emulator.py"), str(port), BUCKET],
         stdout=subprocess.DEVNULL,
@@ -36,13 +34,13 @@ def emulator():
     try:
         _wait_for_port(port, server)
         url = f"http://127.0.0.1:{port}"
-        env = abcjax_env(
-            STORAGE_EMULATOR_HOST=url,  # gcsfs and google-cloud-storage
-            TENSORSTORE_GCS_HTTP_URL=url,  # Orbax's array writer
-            GOOGLE_AUTH_TOKEN_FOR_TESTING="emulator",  # tensorstore asks for no real credentials
-            GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false",  # the emulator has no bucket-layout (gRPC) API
-        )
-        yield url, env
+        variables = {
+            "STORAGE_EMULATOR_HOST": url,  # gcsfs and google-cloud-storage
+            "TENSORSTORE_GCS_HTTP_URL": url,  # Orbax's array writer
+            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",  # tensorstore asks for no real credentials
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",  # the emulator has no bucket-layout (gRPC) API
+        }
+        yield url, variables
     finally:
         server.kill()
         server.wait()
@@ -59,20 +57,16 @@ def _wait_for_port(port: int, server: subprocess.Popen) -> None:
     raise TimeoutError("the Cloud Storage emulator did not start in 30 s")
 
 
-def _abcjax(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "abcjax", *args], capture_output=True, text=True, timeout=300, env=env, cwd=REPO
-    )
-
-
 def test_train_resume_and_sample_with_a_gs_workdir(emulator, tmp_path):
-    url, env = emulator
+    url, variables = emulator
     bucket = GCSFileSystem(endpoint_url=url, token="anon")
     workdir = f"gs://{BUCKET}/runs/tiny"
 
-    first = _abcjax(env, "train", "--config", str(TINY_CONFIG), "--workdir", workdir)
+    first = run_abcjax("train", "--config", str(TINY_CONFIG), "--workdir", workdir, variables=variables)
     assert first.returncode == 0, first.stderr
-    resumed = _abcjax(env, "train", "--config", str(TINY_CONFIG), "--workdir", workdir, "--config.train.steps=6")
+    resumed = run_abcjax(
+        "train", "--config", str(TINY_CONFIG), "--workdir", workdir, "--config.train.steps=6", variables=variables
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from the checkpoint of step 4" in resumed.stdout
 
@@ -89,10 +83,12 @@ def test_train_resume_and_sample_with_a_gs_workdir(emulator, tmp_path):
     assert [event.step for event in events.Scalars("train/loss")] == [2, 4, 6]
 
     tunebook = f"gs://{BUCKET}/out/tunes.abc"
-    sampled = _abcjax(env, "sample", "--workdir", workdir, "--num_tunes", "3", "--out", tunebook)
+    sampled = run_abcjax("sample", "--workdir", workdir, "--num_tunes", "3", "--out", tunebook, variables=variables)
     assert sampled.returncode == 0, sampled.stderr
     from_local_copy = tmp_path / "tunes.abc"
-    local = _abcjax(env, "sample", "--workdir", str(local_copy), "--num_tunes", "3", "--out", str(from_local_copy))
+    local = run_abcjax(
+        "sample", "--workdir", str(local_copy), "--num_tunes", "3", "--out", str(from_local_copy), variables=variables
+    )
     assert local.returncode == 0, local.stderr
     tunes = bucket.cat(f"{BUCKET}/out/tunes.abc").decode()
     assert [line for line in tunes.splitlines() if line.startswith("X:")] == ["X:1", "X:2", "X:3"]
@@ -100,8 +96,10 @@ def test_train_resume_and_sample_with_a_gs_workdir(emulator, tmp_path):
 
 
 def test_a_missing_bucket_is_one_line_and_writes_nothing(emulator):
-    _, env = emulator
-    result = _abcjax(env, "train", "--config", str(TINY_CONFIG), "--workdir", "gs://no-such-bucket/run")
+    _, variables = emulator
+    result = run_abcjax(
+        "train", "--config", str(TINY_CONFIG), "--workdir", "gs://no-such-bucket/run", variables=variables
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "abcjax: error: bucket gs://no-such-bucket does not exist: create it (gcloud storage buckets create) first"

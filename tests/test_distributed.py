@@ -8,7 +8,6 @@ import contextlib
 import json
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,11 @@ import pytest
 
 from abcjax import parallel
 from abcjax.cli import main
-from conftest import REPO, TINY_CONFIG, abcjax_env, run_abcjax
+from conftest import REPO, TINY_CONFIG, abcjax_env, free_port, run_abcjax
 
 TIMEOUT = 120  # seconds for a whole group of processes; a hung group is killed
 TRAIN = ("train", "--config", str(TINY_CONFIG), "--config.train.steps=6", "--config.train.log_every=1")
 SAMPLE = ("sample", "--num_tunes", "10", "--max_length", "200", "--batch_size", "4")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run_together(runs: list[tuple[tuple[str, ...], dict[str, str]]]) -> list[subprocess.CompletedProcess]:
@@ -65,7 +58,7 @@ def _run_together(runs: list[tuple[tuple[str, ...], dict[str, str]]]) -> list[su
 def _two_processes(args: tuple[str, ...], how: str = "flags") -> list[tuple[tuple[str, ...], dict[str, str]]]:
     """The runs of `abcjax ARGS` as processes 0 and 1 of 2, with 2 devices each, joined by `how`:
     the --coordinator_address/--num_processes/--process_id flags, or the ABCJAX_* variables."""
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     if how == "flags":
         group = ("--coordinator_address", address, "--num_processes", "2")
         return [((*args, *group, "--process_id", str(i)), abcjax_env(2)) for i in range(2)]
@@ -136,7 +129,7 @@ def test_two_processes_sample_the_tunebook_of_one_byte_for_byte(runs, tmp_path):
 def test_a_tpu_pod_slice_joins_without_flags(runs, tmp_path):
     """A Cloud TPU environment as GKE sets it (worker host names, this worker's number) makes JAX's own
     cluster detection start the coordinator; JAX_FORCE_TPU_INIT stands in for the TPU chips."""
-    port = _free_port()
+    port = free_port()
     pod = {
         "JAX_FORCE_TPU_INIT": "1",
         "TPU_WORKER_HOSTNAMES": "127.0.0.1,127.0.0.1",
