@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from abcjax import corpus, data, parallel, sample, steps, torch_peer
+from abcjax import corpus, data, host_memory, parallel, sample, steps, torch_peer
 from abcjax.model import CharLstm, ModelConfig, make_decoder, zero_carries
 
 WARMUP_STEPS = 2
@@ -52,6 +52,7 @@ def run_bench(
     report = {
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
+        "host_allocator": host_memory.allocator_in_effect(),
         "compile_seconds": round(compile_seconds, 3),
         "train_chars_per_sec": round(num_steps * chars_per_step / train_seconds, 1),
         "sample_chars_per_sec": round(num_tunes * sample_length / sample_seconds, 1),

@@ -91,12 +91,15 @@ def _add_process_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _set_up_jax(args: argparse.Namespace) -> None:
-    """Joins a multi-process run before JAX is used, then turns on the compilation cache."""
-    from abcjax import parallel
+    """Sets up host memory and joins a multi-process run before JAX computes, then turns on the
+    compilation cache."""
+    from abcjax import compilation_cache, host_memory, parallel
+
+    host_memory.configure_host_allocator()
 
     if args.command in ("train", "sample"):
         parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    parallel.enable_compilation_cache()
+    compilation_cache.enable_compilation_cache()
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 
 import jax
 import numpy as np
@@ -30,16 +29,6 @@ DISTRIBUTED_ENV = {
     "num_processes": "ABCJAX_NUM_PROCESSES",
     "process_id": "ABCJAX_PROCESS_ID",
 }
-# Where compiled programs are kept between runs; ABCJAX_COMPILATION_CACHE overrides it.
-DEFAULT_COMPILATION_CACHE = pathlib.Path.home() / ".cache" / "abcjax" / "xla"
-
-
-def enable_compilation_cache() -> None:
-    """Keeps compiled steps on disk, so a second run of the same config skips XLA compilation."""
-    jax.config.update(
-        "jax_compilation_cache_dir", os.environ.get("ABCJAX_COMPILATION_CACHE", str(DEFAULT_COMPILATION_CACHE))
-    )
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @dataclasses.dataclass(frozen=True)

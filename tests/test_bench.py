@@ -9,6 +9,7 @@ from conftest import TINY_CONFIG, run_abcjax
 KEYS = {
     "backend",
     "devices",
+    "host_allocator",
     "compile_seconds",
     "train_chars_per_sec",
     "sample_chars_per_sec",
@@ -30,7 +31,8 @@ def test_bench_json_reports_every_figure_over_all_devices_and_fills_the_compilat
     report = json.loads(result.stdout)
     assert set(report) == KEYS
     assert (report["backend"], report["devices"]) == ("cpu", 2)
-    assert all(report[key] > 0 for key in KEYS - {"backend", "devices"})
+    assert report["host_allocator"] == "reuse"  # the CLI applies it; tests/test_host_memory.py checks what it does
+    assert all(report[key] > 0 for key in KEYS - {"backend", "devices", "host_allocator"})
     # Every tune is exactly --sample_length characters (no early stop); the figures are rounded.
     assert abs(report["sample_chars_per_sec"] / report["sample_tunes_per_sec"] - 5) < 0.01
     assert any((tmp_path / "cache").iterdir())
