@@ -118,7 +118,7 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
     options = sample.SamplingOptions(args.temperature, args.top_k, args.top_p, args.max_length)
     if not (args.out or args.split_dir or args.jsonl):
         raise AbcjaxError("nothing to write: give --out FILE, --split_dir DIR or --jsonl FILE")
-    generate.generate(
+    result = generate.generate(
         generate.SampleRequest(
             workdir=args.workdir,
             num_tunes=args.num_tunes,
@@ -132,7 +132,7 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
             jsonl=args.jsonl,
         )
     )
-    return 0
+    return 128 + result.stopped_by_signal if result.stopped_by_signal else 0
 
 
 def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:

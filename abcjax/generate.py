@@ -3,13 +3,16 @@
 Output never depends on timing or paths beyond the command's own arguments, so the same command
 twice writes byte-identical files, as does the same run over several processes (process 0 writes).
 Each file is written whole or not at all (`storage.write_text_atomically`), so an interrupted run
-leaves no half-written output; any of them may be a gs:// path.
+leaves no half-written output; any of them may be a gs:// path. Ctrl-C or SIGTERM stops sampling
+after the chunk under way, and the tunes finished by then (always tunes 1..k) are still written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
 import time
 
 import jax
@@ -53,8 +56,14 @@ def read_prime_file(path: str) -> tuple[str, ...]:
     return tuple(unescape_prime(line) for line in lines if line.strip())
 
 
-def generate(request: SampleRequest) -> list[SampledTune]:
-    """Samples the tunes of `request` and writes every output it asks for."""
+@dataclasses.dataclass(frozen=True)
+class SampleResult:
+    tunes: list[SampledTune]  # in tune order; only the first ones when stopped
+    stopped_by_signal: int | None  # SIGINT or SIGTERM when sampling was interrupted
+
+
+def generate(request: SampleRequest) -> SampleResult:
+    """Samples the tunes of `request` and writes every output it asks for (the finished ones, if stopped)."""
     if request.num_tunes < 1:
         raise AbcjaxError(f"--num_tunes {request.num_tunes} must be at least 1")
     if request.batch_size < 1:
@@ -71,13 +80,19 @@ def generate(request: SampleRequest) -> list[SampledTune]:
 
     say(f"sampling {request.num_tunes} tunes from the checkpoint of step {trained.step} in {request.workdir}")
     started = time.perf_counter()
-    tunes = sampler(
-        trained.params,
-        request.seed,
-        request.num_tunes,
-        batch_size,
-        on_chunk=lambda done: _report_progress(done, request.num_tunes, started),
-    )
+    tunes: list[SampledTune] = []
+
+    def on_chunk(chunk: list[SampledTune]) -> None:
+        tunes.extend(chunk)
+        _report_progress(len(tunes), request.num_tunes, started)
+
+    stopped_by_signal = None
+    try:
+        with _signals_stop_sampling():
+            sampler(trained.params, request.seed, request.num_tunes, batch_size, on_chunk=on_chunk)
+    except _Stopped as stop:
+        stopped_by_signal = stop.signum
+        say(f"stopped by {signal.Signals(stop.signum).name} after {len(tunes)} of {request.num_tunes} tunes")
     seconds = time.perf_counter() - started
     characters = sum(tune.length for tune in tunes)
     say(
@@ -85,9 +100,33 @@ def generate(request: SampleRequest) -> list[SampledTune]:
         f"{len(tunes) / seconds:,.1f} tunes/s, {characters / seconds:,.0f} chars/s, "
         f"{sum(tune.finished for tune in tunes)} reached their end"
     )
-    if jax.process_index() == 0:  # every process holds every tune; the files are written once
+    if not tunes:
+        say("no tune was finished before the stop: nothing written")
+    elif jax.process_index() == 0:  # every process holds every tune; the files are written once
         _write_outputs(request, trained.step, tunes)
-    return tunes
+    return SampleResult(tunes, stopped_by_signal)
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_stop_sampling():
+    """Ctrl-C and SIGTERM raise `_Stopped` (once the chunk under way returns to Python), so the tunes
+    finished so far are written rather than lost; the previous handlers come back afterwards."""
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_output_paths(request: SampleRequest) -> None:
@@ -122,21 +161,25 @@ def numbered_tune(tune: SampledTune, number: int) -> str:
     return "\n".join([f"X:{number}", *lines[:end]]) + "\n"
 
 
-def tunebook_header(request: SampleRequest, step: int) -> str:
-    """`%` comment lines naming what made the tunes (no timestamps: reruns compare byte for byte)."""
+def tunebook_header(request: SampleRequest, step: int, num_tunes: int) -> str:
+    """`%` comment lines naming what made the tunes (no timestamps: reruns compare byte for byte),
+    and how many of those asked for the book holds when sampling was stopped early."""
     options = request.options
-    return (
-        f"% abcjax sample: checkpoint step {step} of {request.workdir}\n"
+    lines = [
+        f"% abcjax sample: checkpoint step {step} of {request.workdir}",
         f"% seed {request.seed}, temperature {options.temperature}, top_k {options.top_k}, "
-        f"top_p {options.top_p}, max_length {options.max_length}\n"
-        f"% primes {json.dumps(list(request.primes))}\n\n"
-    )
+        f"top_p {options.top_p}, max_length {options.max_length}",
+        f"% primes {json.dumps(list(request.primes))}",
+    ]
+    if num_tunes < request.num_tunes:
+        lines.append(f"% stopped early: the first {num_tunes} of {request.num_tunes} tunes")
+    return "\n".join(lines) + "\n\n"
 
 
 def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) -> None:
     texts = [numbered_tune(tune, number) for number, tune in enumerate(tunes, start=1)]
     if request.out:
-        tunebook = tunebook_header(request, step) + "".join(f"{text}\n" for text in texts)
+        tunebook = tunebook_header(request, step, len(texts)) + "".join(f"{text}\n" for text in texts)
         storage.write_text_atomically(storage.as_path(request.out), tunebook)
         say(f"wrote {request.out}")
     if request.split_dir:

@@ -245,12 +245,13 @@ def sample_tunes(
     batch_size: int,
     mesh: Mesh,
     chunk_sampler: Callable[[int], Callable],
-    on_chunk: Callable[[int], None] = lambda done: None,
+    on_chunk: Callable[[list[SampledTune]], None] = lambda chunk: None,
 ) -> list[SampledTune]:
     """Samples tunes 0..num_tunes-1, `batch_size` at a time, in tune order.
 
-    Each compiled call writes up to TUNES_PER_SLOT x batch_size tunes (a progress report after each);
-    the last is padded to a multiple of batch_size with extra tunes, which are dropped.
+    Each compiled call writes up to TUNES_PER_SLOT x batch_size tunes, handed to `on_chunk` as soon
+    as they are decoded (the tunes so far are always tunes 0..k-1); the last is padded to a
+    multiple of batch_size with extra tunes, which are dropped.
     """
     check_divisible(batch_size, mesh, "--batch_size")
     prime_tokens, prime_lengths = primes
@@ -265,8 +266,9 @@ def sample_tunes(
             shard_rows(prime_lengths[which_prime], mesh),
             shard_rows(np.asarray(tune_keys(seed, indices)), mesh),
         )
-        tunes.extend(_decode(result, vocab, indices, num_tunes))
-        on_chunk(len(tunes))
+        chunk = _decode(result, vocab, indices, num_tunes)
+        tunes.extend(chunk)
+        on_chunk(chunk)
     return tunes
 
 
@@ -276,7 +278,7 @@ def make_sampler(model: CharLstm, vocab: Vocabulary, mesh: Mesh, options: Sampli
     chunk_sampler = functools.cache(lambda slots: make_chunk_sampler(model, mesh, options, newline, slots))
     encoded = encode_primes(primes, vocab, options.max_length)
 
-    def sampler(params, seed: int, num_tunes: int, batch_size: int, on_chunk=lambda done: None) -> list[SampledTune]:
+    def sampler(params, seed: int, num_tunes: int, batch_size: int, on_chunk=lambda chunk: None) -> list[SampledTune]:
         return sample_tunes(params, vocab, encoded, seed, num_tunes, batch_size, mesh, chunk_sampler, on_chunk)
 
     return sampler

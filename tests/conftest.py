@@ -51,6 +51,23 @@ def run_abcjax(
     )
 
 
+def interrupt_abcjax(*args: str, when, how) -> tuple[str, str, int]:
+    """Runs `python -m abcjax ARGS`, applies `how` to its process at the first stdout line for
+    which `when(line)` holds, and returns (stdout, stderr, exit code); the process never outlives the call."""
+    command = [sys.executable, "-m", "abcjax", *args]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, cwd=REPO, env=abcjax_env(), text=True, **pipes) as process:
+        try:
+            for line in process.stdout:
+                if when(line):
+                    how(process)
+                    break
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    return stdout, stderr, process.returncode
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now, for a server a test starts."""
     with socket.socket() as sock:

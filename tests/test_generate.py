@@ -1,13 +1,14 @@
 """`abcjax sample`: the tunebook, per-tune files and JSON lines, reproducible to the byte."""
 
 import json
+import signal
 
 import pytest
 
 from abcjax.cli import main
 from abcjax.generate import numbered_tune
 from abcjax.sample import SampledTune
-from conftest import run_abcjax
+from conftest import interrupt_abcjax, run_abcjax
 
 
 def _sample_files(tmp_path, workdir, name, *args, devices=1):
@@ -153,3 +154,25 @@ def test_an_output_in_a_missing_directory_fails_before_sampling(tmp_path, capsys
 def test_a_tune_is_renumbered_and_ends_where_an_abc_reader_would_end_it(text, expected):
     tune = SampledTune(index=6, text=text, finished=True, log_likelihood=-1.0)
     assert numbered_tune(tune, 7) == expected
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_run_writes_the_tunes_finished_so_far(tmp_path, tiny_workdir, signum):
+    """Stopped after its first chunks, a long run still writes its first tunes, the same as a run
+    asked for exactly those, marked as stopped early, and exits 128 + the signal."""
+    out = tmp_path / "stopped.abc"
+    stdout, stderr, returncode = interrupt_abcjax(
+        *("sample", "--workdir", str(tiny_workdir), "--out", str(out), "--jsonl", str(tmp_path / "stopped.jsonl")),
+        *("--num_tunes", "100000", "--batch_size", "2", "--max_length", "80"),
+        when=lambda line: line.startswith("  16/100000 tunes"),  # the first chunk: 8 tunes per slot
+        how=lambda process: process.send_signal(signum),
+    )
+    assert returncode == 128 + signum, stderr
+    header, body = out.read_text().split("\n\n", 1)
+    finished = int(header.splitlines()[-1].split()[-4])
+    assert header.splitlines()[-1] == f"% stopped early: the first {finished} of 100000 tunes"
+    assert 16 <= finished < 100000 and finished % 16 == 0
+    assert f"stopped by {signal.Signals(signum).name} after {finished} of 100000 tunes" in stdout
+    assert len((tmp_path / "stopped.jsonl").read_text().splitlines()) == finished
+    whole, _ = _sample_files(tmp_path, tiny_workdir, "whole", "--num_tunes", str(finished), "--batch_size", "2")
+    assert whole.decode().split("\n\n", 1) == [header.rsplit("\n", 1)[0], body]

@@ -4,7 +4,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 
 import jax
 import pytest
@@ -17,7 +16,7 @@ from abcjax.parallel import make_mesh
 from abcjax.steps import create_train_state, make_optimizer
 from abcjax.train import train_and_evaluate
 from abcjax.trained import load_trained
-from conftest import REPO, TINY_CONFIG, run_abcjax, tiny_config
+from conftest import TINY_CONFIG, interrupt_abcjax, run_abcjax, tiny_config
 
 
 def _metrics(workdir):
@@ -133,19 +132,13 @@ def test_default_config_prints_the_seed_parameter_count(tmp_path):
 
 def _interrupt_training(workdir, *overrides, at_step, how):
     """Starts a long tiny training run, applies `how` to its process once it logs `at_step`, and
-    returns (stdout, stderr, exit code); the process never outlives the call."""
-    command = [sys.executable, "-m", "abcjax", "train", "--config", str(TINY_CONFIG), "--workdir", str(workdir)]
-    command += ["--config.train.steps=100000", "--config.train.log_every=1", *overrides]
-    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
-        try:
-            for line in process.stdout:
-                if line.startswith(f"step {at_step}/"):
-                    how(process)
-                    break
-            stdout, stderr = process.communicate(timeout=120)
-        finally:
-            process.kill()
-    return stdout, stderr, process.returncode
+    returns (stdout, stderr, exit code)."""
+    return interrupt_abcjax(
+        *("train", "--config", str(TINY_CONFIG), "--workdir", str(workdir)),
+        *("--config.train.steps=100000", "--config.train.log_every=1", *overrides),
+        when=lambda line: line.startswith(f"step {at_step}/"),
+        how=how,
+    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
