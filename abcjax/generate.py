@@ -4,7 +4,7 @@ Output never depends on timing or paths beyond the command's own arguments, so t
 twice writes byte-identical files, as does the same run over several processes (process 0 writes).
 Each file is written whole or not at all (`storage.write_text_atomically`), so an interrupted run
 leaves no half-written output; any of them may be a gs:// path. Ctrl-C or SIGTERM stops sampling
-after the chunk under way, and the tunes finished by then (always tunes 1..k) are still written.
+once the chunk under way is done, and the tunes finished by then (always tunes 1..k) are written.
 """
 
 from __future__ import annotations
@@ -82,17 +82,21 @@ def generate(request: SampleRequest) -> SampleResult:
     started = time.perf_counter()
     tunes: list[SampledTune] = []
 
+    stop = _StopRequest()
+
     def on_chunk(chunk: list[SampledTune]) -> None:
         tunes.extend(chunk)
         _report_progress(len(tunes), request.num_tunes, started)
+        if stop.signum is not None:
+            raise _Stopped(stop.signum)
 
     stopped_by_signal = None
     try:
-        with _signals_stop_sampling():
+        with stop.handling_signals():
             sampler(trained.params, request.seed, request.num_tunes, batch_size, on_chunk=on_chunk)
-    except _Stopped as stop:
-        stopped_by_signal = stop.signum
-        say(f"stopped by {signal.Signals(stop.signum).name} after {len(tunes)} of {request.num_tunes} tunes")
+    except _Stopped as stopped:
+        stopped_by_signal = stopped.signum
+        say(f"stopped by {signal.Signals(stopped.signum).name} after {len(tunes)} of {request.num_tunes} tunes")
     seconds = time.perf_counter() - started
     characters = sum(tune.length for tune in tunes)
     say(
@@ -113,20 +117,27 @@ class _Stopped(Exception):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def _signals_stop_sampling():
-    """Ctrl-C and SIGTERM raise `_Stopped` (once the chunk under way returns to Python), so the tunes
-    finished so far are written rather than lost; the previous handlers come back afterwards."""
+class _StopRequest:
+    """Ctrl-C or SIGTERM: sampling stops once the chunk under way is done (so its tunes are kept and
+    written); a second signal stops it at once, keeping the chunks done before."""
 
-    def stop(signum, frame):
-        raise _Stopped(signum)
+    signum: int | None = None
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise _Stopped(signum)
+        self.signum = signum
+        say(f"{signal.Signals(signum).name}: stopping once the tunes under way are done (again to stop now)")
+
+    @contextlib.contextmanager
+    def handling_signals(self):
+        """This request's handler for SIGINT and SIGTERM, the previous ones back afterwards."""
+        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _check_output_paths(request: SampleRequest) -> None:

@@ -156,22 +156,33 @@ def test_a_tune_is_renumbered_and_ends_where_an_abc_reader_would_end_it(text, ex
     assert numbered_tune(tune, 7) == expected
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_stopped_run_writes_the_tunes_finished_so_far(tmp_path, tiny_workdir, signum):
-    """Stopped after its first chunks, a long run still writes its first tunes, the same as a run
-    asked for exactly those, marked as stopped early, and exits 128 + the signal."""
+def _send(signum, times):
+    def how(process):
+        for _ in range(times):
+            process.send_signal(signum)
+
+    return how
+
+
+@pytest.mark.parametrize("signum, times", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
+def test_a_stopped_run_writes_the_tunes_finished_so_far(tmp_path, tiny_workdir, signum, times):
+    """Stopped after its first chunk (16 tunes: 8 per slot), a long run still writes its first
+    tunes, the same as a run asked for exactly those, marked as stopped early, and exits 128 + the
+    signal. One signal lets the chunk under way finish; a second stops at once."""
     out = tmp_path / "stopped.abc"
     stdout, stderr, returncode = interrupt_abcjax(
         *("sample", "--workdir", str(tiny_workdir), "--out", str(out), "--jsonl", str(tmp_path / "stopped.jsonl")),
         *("--num_tunes", "100000", "--batch_size", "2", "--max_length", "80"),
-        when=lambda line: line.startswith("  16/100000 tunes"),  # the first chunk: 8 tunes per slot
-        how=lambda process: process.send_signal(signum),
+        when=lambda line: line.startswith("  16/100000 tunes"),
+        how=_send(signum, times),
     )
     assert returncode == 128 + signum, stderr
     header, body = out.read_text().split("\n\n", 1)
     finished = int(header.splitlines()[-1].split()[-4])
     assert header.splitlines()[-1] == f"% stopped early: the first {finished} of 100000 tunes"
     assert 16 <= finished < 100000 and finished % 16 == 0
+    if times == 1:
+        assert finished >= 32  # the chunk under way when the signal came was kept
     assert f"stopped by {signal.Signals(signum).name} after {finished} of 100000 tunes" in stdout
     assert len((tmp_path / "stopped.jsonl").read_text().splitlines()) == finished
     whole, _ = _sample_files(tmp_path, tiny_workdir, "whole", "--num_tunes", str(finished), "--batch_size", "2")
