@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from abcjax.errors import AbcjaxError
+from abcjax.parallel import round_up
 
 # A tune's text ends with its last line; "\n\n" closes the line and leaves a blank one.
 END_OF_TUNE = "\n\n"
@@ -120,8 +121,7 @@ class EvalBatches:
 def make_eval_batches(tokens: np.ndarray, seq_length: int, batch_size: int) -> EvalBatches:
     """Predicts each validation character from the ones before it in its window, exactly once."""
     num_targets = len(tokens) - 1
-    rows_needed = -(-num_targets // seq_length)
-    rows = -(-rows_needed // batch_size) * batch_size
+    rows = round_up(round_up(num_targets, seq_length) // seq_length, batch_size)
     padded = np.zeros(rows * seq_length + 1, np.int32)
     padded[: len(tokens)] = tokens
     position = np.arange(rows * seq_length).reshape(rows, seq_length)

@@ -100,13 +100,14 @@ class CharLstm(nn.Module):
 
     @nn.compact
     def __call__(
-        self, tokens: jax.Array, carries: tuple[LstmCarry, ...] | None = None, deterministic: bool = True
+        self, tokens: jax.Array, carries: tuple[LstmCarry, ...] | None = None, dropout_keys: jax.Array | None = None
     ) -> tuple[jax.Array, tuple[LstmCarry, ...]]:
         """tokens [batch, time] -> (logits [batch, time, vocab] float32, carry of each layer).
 
         Passing the returned carries back in continues the sequences. Inside, everything runs
         time-major ([time, batch, ...]), the layout of the scan, so that only the small token and
         logit arrays are transposed. The first layer looks its inputs up in the embedding table.
+        `dropout_keys` (one PRNG key per row, in training) turns dropout on (see `row_dropout`).
         """
         config = self.config
         carries = carries or (None,) * config.num_layers
@@ -116,9 +117,21 @@ class CharLstm(nn.Module):
             lstm = LstmLayer(config.hidden_size, config.dtype, config.lstm, name=f"lstm_{layer}")
             x, carry = lstm(x, carries[layer], embedding if layer == 0 else None)
             new_carries.append(carry)
-            x = nn.Dropout(config.dropout)(x, deterministic=deterministic)
+            if dropout_keys is not None and config.dropout > 0:
+                x = row_dropout(x, dropout_keys, layer, config.dropout)
         logits = nn.Dense(config.vocab_size, dtype=config.dtype, name="logits")(x)
         return logits.astype(jnp.float32).transpose(1, 0, 2), tuple(new_carries)
+
+
+def row_dropout(x: jax.Array, row_keys: jax.Array, layer: int, rate: float) -> jax.Array:
+    """Inverted dropout on x [time, batch, features], row b's mask drawn from (row_keys[b], layer) alone.
+
+    A row gets the same mask whichever device it runs on and whichever rows share that device, so
+    a run drops the same units on 1 device as on 8 (one key for a device's whole block would not).
+    """
+    shape = (x.shape[0], x.shape[2])
+    keep = jax.vmap(lambda key: jax.random.bernoulli(jax.random.fold_in(key, layer), 1.0 - rate, shape))(row_keys)
+    return jnp.where(keep.transpose(1, 0, 2), x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 def make_decoder(config: ModelConfig, params) -> Callable:

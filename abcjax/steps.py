@@ -65,20 +65,22 @@ def create_train_state(model: CharLstm, tx: optax.GradientTransformation, seed: 
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=run_rng)
 
 
-def token_losses(model: CharLstm, params, inputs, targets, dropout_rng=None) -> jax.Array:
-    """Cross-entropy of every target character [batch, time], in nats."""
-    rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
-    logits, _ = model.apply({"params": params}, inputs, deterministic=dropout_rng is None, rngs=rngs)
+def token_losses(model: CharLstm, params, inputs, targets, dropout_keys=None) -> jax.Array:
+    """Cross-entropy of every target character [batch, time], in nats; dropout with per-row keys."""
+    logits, _ = model.apply({"params": params}, inputs, dropout_keys=dropout_keys)
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
 
 
 def _device_train_step(state, tokens, starts, dropout_rng, *, model, tx, schedule, seq_length):
     """One device's share of a step: its rows of the batch, then the averaged update."""
     inputs, targets = gather_windows(tokens, starts, seq_length)
-    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(DATA_AXIS))
+    # Each row's dropout key comes from its place in the global batch, not from this device's index.
+    rows = inputs.shape[0]
+    global_rows = jax.lax.axis_index(DATA_AXIS) * rows + jnp.arange(rows)
+    dropout_keys = jax.vmap(lambda row: jax.random.fold_in(dropout_rng, row))(global_rows)
 
     def loss_fn(params):
-        return token_losses(model, params, inputs, targets, dropout_rng).mean()
+        return token_losses(model, params, inputs, targets, dropout_keys).mean()
 
     # Per-device gradients, as under pmap: differentiating the replicated params directly would
     # already sum the devices' gradients (the transpose of their implicit broadcast).

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from abcjax.config import load_config
-from abcjax.model import CharLstm, ModelConfig, count_params, init_params
+from abcjax.model import CharLstm, ModelConfig, count_params, init_params, row_dropout
 from conftest import REPO
 
 
@@ -72,3 +72,27 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     assert logits.dtype == jnp.float32 and carries[0][0].dtype == jnp.float32
     reference, _ = _model().apply({"params": params}, jnp.zeros((2, 3), jnp.int32))
     np.testing.assert_allclose(logits, reference, atol=0.05)
+
+
+def test_row_dropout_masks_depend_on_the_row_key_alone_and_keep_the_scale():
+    x = jnp.ones((50, 4, 64))  # [time, batch, features]
+    keys = jax.vmap(lambda row: jax.random.fold_in(jax.random.PRNGKey(0), row))(jnp.arange(4))
+    dropped = row_dropout(x, keys, layer=0, rate=0.25)
+    # Rows 2 and 3 alone (as on the second of two devices) get the masks they get in the full batch.
+    np.testing.assert_array_equal(row_dropout(x[:, 2:], keys[2:], layer=0, rate=0.25), dropped[:, 2:])
+    np.testing.assert_allclose(np.unique(np.asarray(dropped)), [0.0, 1 / 0.75], rtol=1e-6)  # kept units scaled up
+    assert abs(float((dropped == 0).mean()) - 0.25) < 0.02
+    assert not np.array_equal(dropped[:, 0], dropped[:, 1])  # each row its own mask
+    assert not np.array_equal(row_dropout(x, keys, layer=1, rate=0.25), dropped)  # and each layer
+
+
+def test_dropout_acts_only_when_given_keys():
+    model = CharLstm(ModelConfig(11, 6, 8, 2, dropout=0.5, dtype=jnp.dtype("float32")))
+    params = init_params(model, jax.random.PRNGKey(0))
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 7), 0, 11)
+    keys = jax.vmap(lambda row: jax.random.fold_in(jax.random.PRNGKey(2), row))(jnp.arange(3))
+    plain, _ = model.apply({"params": params}, tokens)
+    without_dropout, _ = _model().apply({"params": params}, tokens)
+    with_dropout, _ = model.apply({"params": params}, tokens, dropout_keys=keys)
+    np.testing.assert_array_equal(plain, without_dropout)  # evaluation and sampling: no dropout
+    assert np.abs(np.asarray(with_dropout - plain)).max() > 1e-3

@@ -32,7 +32,9 @@ def _relative_difference(a, b):
     return abs(a - b) / max(abs(a), abs(b))
 
 
-def test_one_and_four_devices_give_the_same_losses(tmp_path):
+@pytest.mark.parametrize("dropout", ["0.0", "0.3"])
+def test_one_and_four_devices_give_the_same_losses(tmp_path, dropout):
+    """Same batches and, with dropout, the same masks: each row's mask follows its place in the batch."""
     runs = {}
     for devices in (1, 4):
         workdir = tmp_path / f"devices{devices}"
@@ -44,6 +46,7 @@ def test_one_and_four_devices_give_the_same_losses(tmp_path):
             str(workdir),
             "--config.train.steps=6",
             "--config.train.log_every=1",
+            f"--config.model.dropout={dropout}",
             devices=devices,
         )
         assert result.returncode == 0, result.stderr
