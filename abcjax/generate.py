@@ -9,7 +9,6 @@ once the chunk under way is done, and the tunes finished by then (always tunes 1
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import signal
@@ -17,7 +16,7 @@ import time
 
 import jax
 
-from abcjax import abc, parallel, storage
+from abcjax import abc, parallel, signals, storage
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import format_duration, say
 from abcjax.sample import DEFAULT_PRIME, SampledTune, SamplingOptions, make_sampler
@@ -92,7 +91,7 @@ def generate(request: SampleRequest) -> SampleResult:
 
     stopped_by_signal = None
     try:
-        with stop.handling_signals():
+        with signals.handling((signal.SIGINT, signal.SIGTERM), stop.handle):
             sampler(trained.params, request.seed, request.num_tunes, batch_size, on_chunk=on_chunk)
     except _Stopped as stopped:
         stopped_by_signal = stopped.signum
@@ -128,16 +127,6 @@ class _StopRequest:
             raise _Stopped(signum)
         self.signum = signum
         say(f"{signal.Signals(signum).name}: stopping once the tunes under way are done (again to stop now)")
-
-    @contextlib.contextmanager
-    def handling_signals(self):
-        """This request's handler for SIGINT and SIGTERM, the previous ones back afterwards."""
-        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def _check_output_paths(request: SampleRequest) -> None:

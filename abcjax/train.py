@@ -20,7 +20,7 @@ import ml_collections
 from etils import epath
 from jax.experimental import multihost_utils
 
-from abcjax import abc, checkpoint, corpus, data, metrics, parallel, sample, steps, storage
+from abcjax import abc, checkpoint, corpus, data, metrics, parallel, sample, signals, steps, storage
 from abcjax import config as config_lib
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, ModelConfig, count_params
@@ -229,9 +229,5 @@ class _AgreedStop:
 def _stop_requests():
     """The stop requests of this run (see `_LocalStop` and `_AgreedStop`), with their signal handlers."""
     stop = _AgreedStop() if jax.process_count() > 1 else _LocalStop()
-    previous = {sig: signal.signal(sig, stop.handle) for sig in stop.signals}
-    try:
+    with signals.handling(stop.signals, stop.handle):
         yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

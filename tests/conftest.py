@@ -41,8 +41,19 @@ def run_abcjax(
     *args: str, devices: int = 1, timeout: float = 300, variables: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Runs `python -m abcjax ARGS` in a fresh process with `devices` CPU devices and `variables` set."""
+    return _run_python(["-m", "abcjax", *args], devices, timeout, variables)
+
+
+def run_python(
+    script: str, variables: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Runs `python -c SCRIPT` in a fresh process, as run_abcjax runs the command (one CPU device)."""
+    return _run_python(["-c", script], 1, timeout, variables)
+
+
+def _run_python(arguments: list[str], devices: int, timeout: float, variables: dict[str, str] | None):
     return subprocess.run(
-        [sys.executable, "-m", "abcjax", *args],
+        [sys.executable, *arguments],
         capture_output=True,
         text=True,
         timeout=timeout,

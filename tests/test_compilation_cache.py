@@ -1,13 +1,10 @@
 """The persistent compilation cache: filled by compiled programs, and kept under its size cap."""
 
-import subprocess
-import sys
-
 import pytest
 
 from abcjax.compilation_cache import enable_compilation_cache
 from abcjax.errors import AbcjaxError
-from conftest import REPO, abcjax_env
+from conftest import run_python
 
 # Compiles eight programs, each holding its own 256 KB constant: about 1.9 MB of cache entries.
 COMPILE_EIGHT_PROGRAMS = """
@@ -23,14 +20,7 @@ for seed in range(8):
 def _cache_bytes_after_compiling(tmp_path, max_mb: str) -> int:
     cache = tmp_path / f"cache-{max_mb}"
     variables = {"ABCJAX_COMPILATION_CACHE": str(cache), "ABCJAX_COMPILATION_CACHE_MAX_MB": max_mb}
-    result = subprocess.run(
-        [sys.executable, "-c", COMPILE_EIGHT_PROGRAMS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=abcjax_env(**variables),
-        cwd=REPO,
-    )
+    result = run_python(COMPILE_EIGHT_PROGRAMS, variables)
     assert result.returncode == 0, result.stderr
     assert "Error writing persistent compilation cache" not in result.stderr
     return sum(path.stat().st_size for path in cache.iterdir())

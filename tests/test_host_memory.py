@@ -3,14 +3,12 @@ memory instead of page-faulting it in afresh each time; a bad value is a one-lin
 
 import json
 import platform
-import subprocess
-import sys
 
 import pytest
 
 from abcjax.errors import AbcjaxError
 from abcjax.host_memory import configure_host_allocator
-from conftest import REPO, abcjax_env, run_abcjax
+from conftest import run_abcjax, run_python
 
 # Runs a compiled function with a 128 MB temporary ten times and prints the page faults of the
 # last five: each execution allocates its temporaries again, as every train step does. (The heap
@@ -33,14 +31,7 @@ print(json.dumps({"in_effect": in_effect, "faults": faults}))
 
 
 def _faults_per_execution(allocator: str) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", FAULTS_PER_EXECUTION],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=abcjax_env(ABCJAX_HOST_ALLOCATOR=allocator),
-        cwd=REPO,
-    )
+    result = run_python(FAULTS_PER_EXECUTION, {"ABCJAX_HOST_ALLOCATOR": allocator})
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
