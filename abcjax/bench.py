@@ -2,13 +2,17 @@
 
 Training is timed after compilation and warm-up, at the config's batch and sequence length, with
 the real compiled step over every device. Sampling produces tunes of exactly `sample_length`
-characters (no early stop), so runs compare.
+characters (no early stop), so runs compare. Against PyTorch (`compare_torch`), the two sides take
+turns in rounds, so that a machine whose speed drifts while it runs (other tenants of a shared
+host, clock changes) slows both sides alike instead of whichever happened to run second.
 """
 
 from __future__ import annotations
 
 import resource
+import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +22,7 @@ from abcjax import corpus, data, host_memory, parallel, sample, steps, torch_pee
 from abcjax.model import CharLstm, ModelConfig, make_decoder, zero_carries
 
 WARMUP_STEPS = 2
+ROUNDS_AGAINST_TORCH = 5  # turns each side takes at training and at sampling
 
 
 def run_bench(
@@ -25,7 +30,8 @@ def run_bench(
 ) -> dict:
     """Measures training and sampling throughput; returns the figures as a JSON-able dict.
 
-    With `compare_torch`, the same model in PyTorch is timed too, and the speed-ups are added.
+    With `compare_torch`, the same model in PyTorch is timed too, in turns with abcjax, and the
+    speed-ups are added.
     """
     if compare_torch:
         torch_peer.require_torch()  # before minutes of measuring, not after
@@ -36,34 +42,102 @@ def run_bench(
         corpus.read_corpus(config.data.path).tunes, config.data.seq_length, 0.0, config.seed, config.data.path
     )
     model = CharLstm(ModelConfig.from_config(config, dataset.vocab.size))
-    tx = steps.make_optimizer(config)
-    state = parallel.replicate(steps.create_train_state(model, tx, config.seed), mesh)
-    tokens = parallel.replicate(dataset.train_tokens, mesh)
-    train_step = steps.make_train_step(model, tx, config, mesh)
-
-    compile_seconds, state = _timed(lambda: train_step(state, tokens)[0])
-    for _ in range(WARMUP_STEPS):
-        state, _ = train_step(state, tokens)
-    train_seconds, state = _timed(lambda: _run_steps(train_step, state, tokens, num_steps))
+    abcjax_side = _AbcjaxSide(model, config, mesh, dataset, num_tunes, sample_length)
+    sides = {"abcjax": abcjax_side}
+    if compare_torch:
+        sides["torch"] = torch_peer.TorchPeer(config, dataset.vocab.size, num_tunes, sample_length)
+    rounds = ROUNDS_AGAINST_TORCH if compare_torch else 1
+    train_seconds, sample_seconds = _time_in_turns(sides, num_steps, rounds)
     chars_per_step = config.train.batch_size * config.data.seq_length
+    train_rate = {name: num_steps * chars_per_step / sum(seconds) for name, seconds in train_seconds.items()}
+    sample_rate = {name: rounds * num_tunes * sample_length / sum(seconds) for name, seconds in sample_seconds.items()}
 
-    sample_seconds = _time_sampling(model, state.params, dataset.vocab, mesh, num_tunes, sample_length)
-    seed_seconds = _time_seed_procedure(model, state.params, sample_length)
+    seed_rate = sample_length / _time_seed_procedure(model, abcjax_side.params, sample_length)
     report = {
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
+        "dtype": config.model.dtype,
         "host_allocator": host_memory.allocator_in_effect(),
-        "compile_seconds": round(compile_seconds, 3),
-        "train_chars_per_sec": round(num_steps * chars_per_step / train_seconds, 1),
-        "sample_chars_per_sec": round(num_tunes * sample_length / sample_seconds, 1),
-        "sample_tunes_per_sec": round(num_tunes / sample_seconds, 2),
-        "seed_sample_chars_per_sec": round(sample_length / seed_seconds, 1),
+        "compile_seconds": round(abcjax_side.compile_seconds, 3),
+        "train_chars_per_sec": round(train_rate["abcjax"], 1),
+        "sample_chars_per_sec": round(sample_rate["abcjax"], 1),
+        "sample_tunes_per_sec": round(sample_rate["abcjax"] / sample_length, 2),
+        "seed_sample_chars_per_sec": round(seed_rate, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if not compare_torch:
         return report
-    peer = torch_peer.run_torch_bench(config, dataset.vocab.size, num_steps, num_tunes, sample_length)
-    return with_torch_comparison(report, peer)
+    return {
+        **report,
+        **sides["torch"].info(),
+        "rounds": rounds,
+        "torch_train_chars_per_sec": round(train_rate["torch"], 1),
+        "torch_sample_chars_per_sec": round(sample_rate["torch"], 1),
+        "train_speedup_vs_torch": median_ratio(train_seconds["torch"], train_seconds["abcjax"]),
+        "sample_speedup_vs_torch": median_ratio(sample_seconds["torch"], sample_seconds["abcjax"]),
+        "sample_speedup_vs_seed": round(sample_rate["abcjax"] / seed_rate, 1),
+    }
+
+
+class _AbcjaxSide:
+    """abcjax's compiled train step and fixed-length sampler, holding the train state between calls.
+
+    `train` and `sample` return once the devices are done, like the PyTorch peer's.
+    """
+
+    def __init__(self, model: CharLstm, config, mesh, dataset: data.Dataset, num_tunes: int, sample_length: int):
+        tx = steps.make_optimizer(config)
+        state = parallel.replicate(steps.create_train_state(model, tx, config.seed), mesh)
+        self._tokens = parallel.replicate(dataset.train_tokens, mesh)
+        self._train_step = steps.make_train_step(model, tx, config, mesh)
+        self.compile_seconds, self._state = _timed(lambda: self._train_step(state, self._tokens)[0])
+        options = sample.SamplingOptions(max_length=len(sample.DEFAULT_PRIME) + sample_length, stop_at_end=False)
+        self._sampler = sample.make_sampler(model, dataset.vocab, mesh, options, [sample.DEFAULT_PRIME])
+        self._num_tunes = num_tunes
+
+    @property
+    def params(self):
+        return self._state.params
+
+    def train(self, num_steps: int) -> None:
+        for _ in range(num_steps):
+            self._state, _ = self._train_step(self._state, self._tokens)
+        jax.block_until_ready(self._state)
+
+    def sample(self) -> None:
+        """Every tune, `sample_length` characters after the prime; the first call compiles."""
+        jax.block_until_ready(self._sampler(self.params, 0, self._num_tunes, self._num_tunes))
+
+
+def _time_in_turns(sides: dict, num_steps: int, rounds: int) -> tuple[dict, dict]:
+    """Per-turn seconds of each side: `num_steps` train steps in up to `rounds` turns, then `rounds`
+    turns of sampling every tune once; after warm-up (and compilation) of both."""
+    for side in sides.values():
+        side.train(WARMUP_STEPS)
+        side.sample()
+    train_turns = min(rounds, num_steps)
+    step_blocks = [num_steps // train_turns + (block < num_steps % train_turns) for block in range(train_turns)]
+    train_seconds = _seconds_in_turns({name: side.train for name, side in sides.items()}, step_blocks)
+    samplers = {name: _ignoring_block(side.sample) for name, side in sides.items()}
+    return train_seconds, _seconds_in_turns(samplers, [1] * rounds)
+
+
+def _seconds_in_turns(
+    work: dict[str, Callable[[int], None]], blocks: list[int], clock: Callable[[], float] = time.perf_counter
+) -> dict[str, list[float]]:
+    """Seconds each side spends on each of `blocks`, the sides taking turns block by block."""
+    seconds = {name: [] for name in work}
+    for block in blocks:
+        for name, run in work.items():
+            started = clock()
+            run(block)
+            seconds[name].append(clock() - started)
+    return seconds
+
+
+def _ignoring_block(work: Callable[[], None]) -> Callable[[int], None]:
+    """`work` as a turn of `_seconds_in_turns`, which passes each turn its block size."""
+    return lambda _block: work()
 
 
 def _timed(work):
@@ -71,25 +145,6 @@ def _timed(work):
     started = time.perf_counter()
     result = jax.block_until_ready(work())
     return time.perf_counter() - started, result
-
-
-def _run_steps(train_step, state, tokens, num_steps: int):
-    for _ in range(num_steps):
-        state, _ = train_step(state, tokens)
-    return state
-
-
-def _time_sampling(model, params, vocab, mesh, num_tunes: int, sample_length: int) -> float:
-    """Seconds to sample `num_tunes` tunes of `sample_length` characters after the prime, compiled."""
-    options = sample.SamplingOptions(max_length=len(sample.DEFAULT_PRIME) + sample_length, stop_at_end=False)
-    sampler = sample.make_sampler(model, vocab, mesh, options, [sample.DEFAULT_PRIME])
-
-    def sample_all():
-        return sampler(params, 0, num_tunes, num_tunes)
-
-    sample_all()  # compiles
-    seconds, _ = _timed(sample_all)
-    return seconds
 
 
 def _time_seed_procedure(model, params, sample_length: int) -> float:
@@ -110,17 +165,13 @@ def _time_seed_procedure(model, params, sample_length: int) -> float:
     return seconds
 
 
-def with_torch_comparison(report: dict, torch_report: dict) -> dict:
-    """The report with PyTorch's figures and the speed-ups over it and over the seed procedure."""
-    return {
-        **report,
-        **torch_report,
-        "train_speedup_vs_torch": round(report["train_chars_per_sec"] / torch_report["torch_train_chars_per_sec"], 2),
-        "sample_speedup_vs_torch": round(
-            report["sample_chars_per_sec"] / torch_report["torch_sample_chars_per_sec"], 2
-        ),
-        "sample_speedup_vs_seed": round(report["sample_chars_per_sec"] / report["seed_sample_chars_per_sec"], 1),
-    }
+def median_ratio(slower_seconds: list[float], faster_seconds: list[float]) -> float:
+    """The speed-up of one side over the other: the median, over the turns, of their time ratio.
+
+    Both sides did the same work in a turn, so each ratio is a speed-up measured under one
+    machine state; the median keeps one stalled turn of either side from swinging the figure.
+    """
+    return round(statistics.median(slow / fast for slow, fast in zip(slower_seconds, faster_seconds, strict=True)), 2)
 
 
 def format_report(report: dict) -> str:

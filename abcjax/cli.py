@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--sample_length", type=int, default=100, help="characters sampled per tune (default 100)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(
-        "--compare_torch", action="store_true", help="also time the same model in PyTorch (needs the torch extra)"
+        "--compare_torch",
+        action="store_true",
+        help="also time the same model in PyTorch, in turns with abcjax (needs the torch extra)",
     )
 
     render = commands.add_parser("render", help="write MIDI, WAV and SVG files of a tunebook's tunes")

@@ -85,9 +85,12 @@ def generate(request: SampleRequest) -> SampleResult:
 
     def on_chunk(chunk: list[SampledTune]) -> None:
         tunes.extend(chunk)
+        # Decided before the progress line goes out: a signal sent on seeing that line finds the
+        # next chunk under way and lets it finish, whenever it lands.
+        signum = stop.signum
         _report_progress(len(tunes), request.num_tunes, started)
-        if stop.signum is not None:
-            raise _Stopped(stop.signum)
+        if signum is not None:
+            raise _Stopped(signum)
 
     stopped_by_signal = None
     try:

@@ -34,8 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.num_layers = 1
     # Dropout rate on each LSTM layer's output (0 turns it off).
     config.model.dropout = 0.0
-    # Compute dtype of the matmuls: float32, or bfloat16/float16 on accelerators. Parameters and
-    # the LSTM cell state stay float32.
+    # Compute dtype of the matmuls: float32, or bfloat16/float16 on accelerators; bfloat16 also on
+    # CPUs with native bf16 (AVX512_BF16 or AMX). Parameters and the LSTM cell state stay float32.
     config.model.dtype = "float32"
     # The LSTM recurrence: fused (a hand-written backward pass, fastest) or reference (the plain
     # scan that JAX differentiates). Same parameters and results; resuming may switch it.

@@ -4,11 +4,15 @@ import importlib.util
 import json
 import os
 
+import pytest
+
+from abcjax import bench
 from conftest import TINY_CONFIG, run_abcjax
 
 KEYS = {
     "backend",
     "devices",
+    "dtype",
     "host_allocator",
     "compile_seconds",
     "train_chars_per_sec",
@@ -32,7 +36,8 @@ def test_bench_json_reports_every_figure_over_all_devices_and_fills_the_compilat
     assert set(report) == KEYS
     assert (report["backend"], report["devices"]) == ("cpu", 2)
     assert report["host_allocator"] == "reuse"  # the CLI applies it; tests/test_host_memory.py checks what it does
-    assert all(report[key] > 0 for key in KEYS - {"backend", "devices", "host_allocator"})
+    assert report["dtype"] == "float32"
+    assert all(report[key] > 0 for key in KEYS - {"backend", "devices", "dtype", "host_allocator"})
     # Every tune is exactly --sample_length characters (no early stop); the figures are rounded.
     assert abs(report["sample_chars_per_sec"] / report["sample_tunes_per_sec"] - 5) < 0.01
     assert any((tmp_path / "cache").iterdir())
@@ -47,8 +52,9 @@ def test_bench_refuses_bad_figures_in_one_line():
     assert "--num_tunes=3 does not split over 2 devices" in result.stderr
 
 
-def test_compare_torch_adds_the_peer_and_the_speedups_or_says_how_to_install_torch():
-    result = _tiny_bench("--num_tunes", "2", "--sample_length", "3", "--compare_torch")
+@pytest.mark.parametrize("dtype, autocast", [("float32", "off"), ("bfloat16", "bfloat16")])
+def test_compare_torch_adds_the_peer_and_the_speedups_or_says_how_to_install_torch(dtype, autocast):
+    result = _tiny_bench("--num_tunes", "2", "--sample_length", "3", "--compare_torch", f"--config.model.dtype={dtype}")
     if importlib.util.find_spec("torch") is None:
         assert result.returncode == 2
         assert result.stderr.strip() == "abcjax: error: --compare_torch needs PyTorch: pip install -e '.[torch]'"
@@ -57,5 +63,28 @@ def test_compare_torch_adds_the_peer_and_the_speedups_or_says_how_to_install_tor
     report = json.loads(result.stdout)
     peer = {"torch_train_chars_per_sec", "torch_sample_chars_per_sec", "train_speedup_vs_torch"}
     assert peer <= set(report)
-    ratio = report["train_chars_per_sec"] / report["torch_train_chars_per_sec"]
-    assert abs(report["train_speedup_vs_torch"] - ratio) < 0.01
+    assert report["rounds"] == bench.ROUNDS_AGAINST_TORCH
+    assert (report["dtype"], report["torch_autocast"]) == (dtype, autocast)  # both sides at one precision
+    assert report["train_speedup_vs_torch"] > 0 and report["sample_speedup_vs_torch"] > 0
+
+
+def test_sides_take_turns_block_by_block_and_each_is_charged_its_own_time():
+    now, turns = [0.0], []
+
+    def side(name: str, seconds_per_step: float):
+        def run(block: int):
+            turns.append((name, block))
+            now[0] += block * seconds_per_step
+
+        return run
+
+    work = {"abcjax": side("abcjax", 1.0), "torch": side("torch", 2.0)}
+    seconds = bench._seconds_in_turns(work, [2, 1], clock=lambda: now[0])
+    assert turns == [("abcjax", 2), ("torch", 2), ("abcjax", 1), ("torch", 1)]
+    assert seconds == {"abcjax": [2.0, 1.0], "torch": [4.0, 2.0]}
+
+
+def test_speedup_is_the_median_turn_so_one_stalled_turn_does_not_swing_it():
+    torch_seconds, abcjax_seconds = [2.0, 2.2, 9.0, 2.1, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0]
+    assert bench.median_ratio(torch_seconds, abcjax_seconds) == 2.1
+    assert bench.median_ratio([1.0, 1.0, 1.0], [2.0, 0.1, 2.0]) == 0.5
