@@ -101,11 +101,22 @@ for _cls in (Tunes, Slots):
     jax.tree_util.register_dataclass(_cls, data_fields=[f.name for f in dataclasses.fields(_cls)], meta_fields=[])
 
 
+def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """The same draw as `jax.random.categorical(key, logits)` over logits [vocab], bit for bit.
+
+    Both take the first index of the largest logit + Gumbel noise; this one finds it with a max and
+    a min instead of argmax, whose (value, index) reduction XLA:CPU runs slowly: 1,024 x 100
+    default-model characters sample about 4% faster.
+    """
+    noisy = logits + jax.random.gumbel(key, logits.shape, logits.dtype)
+    return jnp.min(jnp.where(noisy == noisy.max(), jnp.arange(logits.shape[-1]), logits.shape[-1]))
+
+
 def _draw(token, following, slot: Slots, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int):
     """One slot's step: feed `token`, then take the prime's `following` character while priming, else
     a sampled one. -> (next token, its log-probability when sampled, new carry, wrote the end marker)."""
     logits, carry = tokens_to_logits(token, slot.carry)
-    sampled = jax.random.categorical(jax.random.fold_in(slot.key, slot.position), filter_logits(logits, options))
+    sampled = categorical(jax.random.fold_in(slot.key, slot.position), filter_logits(logits, options))
     priming = slot.position + 1 < slot.prime_length
     next_token = jnp.where(priming, following, sampled).astype(jnp.int32)
     log_prob = jnp.where(priming, 0.0, jax.nn.log_softmax(logits)[next_token])

@@ -11,6 +11,7 @@ from abcjax.model import make_decoder, zero_carries
 from abcjax.parallel import make_mesh
 from abcjax.sample import (
     SamplingOptions,
+    categorical,
     encode_primes,
     filter_logits,
     make_sampler,
@@ -25,6 +26,15 @@ NEWLINE = 6
 
 def _probabilities(logits, **options):
     return np.asarray(jax.nn.softmax(filter_logits(jnp.log(jnp.asarray(logits)), SamplingOptions(**options))))
+
+
+def test_categorical_draws_what_jax_random_categorical_draws():
+    keys = jax.random.split(jax.random.PRNGKey(3), 2000)
+    logits = jax.random.normal(jax.random.PRNGKey(4), (2000, 83)) * 3
+    logits = logits.at[:, ::3].set(-jnp.inf)  # as top-k and top-p leave them
+    ours = jax.vmap(categorical)(keys, logits)
+    np.testing.assert_array_equal(ours, jax.vmap(jax.random.categorical)(keys, logits))
+    assert len(np.unique(ours)) > 40 and not np.any(np.asarray(ours) % 3 == 0)
 
 
 def test_temperature_sharpens_and_flattens():
