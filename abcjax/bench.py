@@ -70,11 +70,14 @@ def run_bench(
     return {
         **report,
         **sides["torch"].info(),
-        "rounds": rounds,
+        "train_turns": len(train_seconds["abcjax"]),
+        "sample_turns": len(sample_seconds["abcjax"]),
         "torch_train_chars_per_sec": round(train_rate["torch"], 1),
         "torch_sample_chars_per_sec": round(sample_rate["torch"], 1),
-        "train_speedup_vs_torch": median_ratio(train_seconds["torch"], train_seconds["abcjax"]),
-        "sample_speedup_vs_torch": median_ratio(sample_seconds["torch"], sample_seconds["abcjax"]),
+        "train_speedup_vs_torch": speedup(abcjax_seconds=train_seconds["abcjax"], torch_seconds=train_seconds["torch"]),
+        "sample_speedup_vs_torch": speedup(
+            abcjax_seconds=sample_seconds["abcjax"], torch_seconds=sample_seconds["torch"]
+        ),
         "sample_speedup_vs_seed": round(sample_rate["abcjax"] / seed_rate, 1),
     }
 
@@ -105,8 +108,9 @@ class _AbcjaxSide:
         jax.block_until_ready(self._state)
 
     def sample(self) -> None:
-        """Every tune, `sample_length` characters after the prime; the first call compiles."""
-        jax.block_until_ready(self._sampler(self.params, 0, self._num_tunes, self._num_tunes))
+        """Every tune, `sample_length` characters after the prime (decoded on the host when it
+        returns); the first call compiles."""
+        self._sampler(self.params, 0, self._num_tunes, self._num_tunes)
 
 
 def _time_in_turns(sides: dict, num_steps: int, rounds: int) -> tuple[dict, dict]:
@@ -125,10 +129,15 @@ def _time_in_turns(sides: dict, num_steps: int, rounds: int) -> tuple[dict, dict
 def _seconds_in_turns(
     work: dict[str, Callable[[int], None]], blocks: list[int], clock: Callable[[], float] = time.perf_counter
 ) -> dict[str, list[float]]:
-    """Seconds each side spends on each of `blocks`, the sides taking turns block by block."""
+    """Seconds each side spends on each of `blocks`, the sides taking turns block by block.
+
+    Who goes first alternates from block to block, so that a machine slowing down or speeding up
+    steadily does not favour the side that always runs second.
+    """
     seconds = {name: [] for name in work}
-    for block in blocks:
-        for name, run in work.items():
+    for number, block in enumerate(blocks):
+        order = list(work.items())
+        for name, run in order[::-1] if number % 2 else order:
             started = clock()
             run(block)
             seconds[name].append(clock() - started)
@@ -165,13 +174,15 @@ def _time_seed_procedure(model, params, sample_length: int) -> float:
     return seconds
 
 
-def median_ratio(slower_seconds: list[float], faster_seconds: list[float]) -> float:
-    """The speed-up of one side over the other: the median, over the turns, of their time ratio.
+def speedup(*, abcjax_seconds: list[float], torch_seconds: list[float]) -> float:
+    """abcjax's speed-up over PyTorch (above 1: abcjax is faster): the median, over the turns, of
+    PyTorch's time over abcjax's.
 
     Both sides did the same work in a turn, so each ratio is a speed-up measured under one
     machine state; the median keeps one stalled turn of either side from swinging the figure.
     """
-    return round(statistics.median(slow / fast for slow, fast in zip(slower_seconds, faster_seconds, strict=True)), 2)
+    ratios = (theirs / ours for ours, theirs in zip(abcjax_seconds, torch_seconds, strict=True))
+    return round(statistics.median(ratios), 2)
 
 
 def format_report(report: dict) -> str:

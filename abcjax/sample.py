@@ -104,12 +104,14 @@ for _cls in (Tunes, Slots):
 def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
     """The same draw as `jax.random.categorical(key, logits)` over logits [vocab], bit for bit.
 
-    Both take the first index of the largest logit + Gumbel noise; this one finds it with a max and
-    a min instead of argmax, whose (value, index) reduction XLA:CPU runs slowly: 1,024 x 100
-    default-model characters sample about 4% faster.
+    Both take the first index of the largest logit + Gumbel noise (of the first NaN, if any, as
+    argmax does); this one finds it with a max and a min instead of argmax, whose (value, index)
+    reduction XLA:CPU runs slowly: 1,024 default-model tunes of 40 characters sample about 4% faster.
     """
     noisy = logits + jax.random.gumbel(key, logits.shape, logits.dtype)
-    return jnp.min(jnp.where(noisy == noisy.max(), jnp.arange(logits.shape[-1]), logits.shape[-1]))
+    first_of = (noisy == noisy.max(axis=-1, keepdims=True)) | jnp.isnan(noisy)
+    vocab = logits.shape[-1]
+    return jnp.min(jnp.where(first_of, jnp.arange(vocab), vocab), axis=-1)
 
 
 def _draw(token, following, slot: Slots, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int):

@@ -3,9 +3,10 @@ with abcjax, so the two figures stand side by side from one run.
 
 Embedding -> nn.LSTM -> Linear with Adam on random tokens, at the config's sizes; sampling is the
 batched PyTorch loop (one LSTM call per character for all tunes at once). A config whose
-model.dtype is not float32 runs PyTorch under CPU autocast to that dtype, PyTorch's own mixed
-precision, so the two sides compare at the same precision. torch is an optional extra
-(`pip install -e '.[torch]'`), never a dependency of abcjax itself.
+model.dtype is not float32 runs PyTorch under CPU autocast to that dtype: PyTorch's own mixed
+precision, the peer a user would pick for bf16 (its LSTM then also carries h and c in bf16, where
+abcjax keeps the cell state float32). torch is an optional extra (`pip install -e '.[torch]'`),
+never a dependency of abcjax itself.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def test_compare_torch_adds_the_peer_and_the_speedups_or_says_how_to_install_tor
     report = json.loads(result.stdout)
     peer = {"torch_train_chars_per_sec", "torch_sample_chars_per_sec", "train_speedup_vs_torch"}
     assert peer <= set(report)
-    assert report["rounds"] == bench.ROUNDS_AGAINST_TORCH
+    # --steps 2 trains in two turns; sampling takes every turn.
+    assert (report["train_turns"], report["sample_turns"]) == (2, bench.ROUNDS_AGAINST_TORCH)
     assert (report["dtype"], report["torch_autocast"]) == (dtype, autocast)  # both sides at one precision
     assert report["train_speedup_vs_torch"] > 0 and report["sample_speedup_vs_torch"] > 0
 
@@ -79,12 +80,14 @@ def test_sides_take_turns_block_by_block_and_each_is_charged_its_own_time():
         return run
 
     work = {"abcjax": side("abcjax", 1.0), "torch": side("torch", 2.0)}
-    seconds = bench._seconds_in_turns(work, [2, 1], clock=lambda: now[0])
-    assert turns == [("abcjax", 2), ("torch", 2), ("abcjax", 1), ("torch", 1)]
-    assert seconds == {"abcjax": [2.0, 1.0], "torch": [4.0, 2.0]}
+    seconds = bench._seconds_in_turns(work, [2, 1, 3], clock=lambda: now[0])
+    # Who goes first alternates, so a steady drift of the machine's speed favours neither.
+    assert turns == [("abcjax", 2), ("torch", 2), ("torch", 1), ("abcjax", 1), ("abcjax", 3), ("torch", 3)]
+    assert seconds == {"abcjax": [2.0, 1.0, 3.0], "torch": [4.0, 2.0, 6.0]}
 
 
 def test_speedup_is_the_median_turn_so_one_stalled_turn_does_not_swing_it():
-    torch_seconds, abcjax_seconds = [2.0, 2.2, 9.0, 2.1, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0]
-    assert bench.median_ratio(torch_seconds, abcjax_seconds) == 2.1
-    assert bench.median_ratio([1.0, 1.0, 1.0], [2.0, 0.1, 2.0]) == 0.5
+    abcjax_seconds = [1.0, 1.0, 1.0, 1.0, 1.0]
+    assert bench.speedup(abcjax_seconds=abcjax_seconds, torch_seconds=[2.0, 2.2, 9.0, 2.1, 2.0]) == 2.1
+    # abcjax slower in the typical turn: below 1, whatever one fast turn of abcjax says.
+    assert bench.speedup(abcjax_seconds=[2.0, 0.1, 2.0], torch_seconds=[1.0, 1.0, 1.0]) == 0.5

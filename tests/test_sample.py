@@ -32,9 +32,11 @@ def test_categorical_draws_what_jax_random_categorical_draws():
     keys = jax.random.split(jax.random.PRNGKey(3), 2000)
     logits = jax.random.normal(jax.random.PRNGKey(4), (2000, 83)) * 3
     logits = logits.at[:, ::3].set(-jnp.inf)  # as top-k and top-p leave them
+    logits = logits.at[0, 7].set(jnp.nan).at[1].set(jnp.nan)  # a diverged model: argmax takes the first NaN
     ours = jax.vmap(categorical)(keys, logits)
     np.testing.assert_array_equal(ours, jax.vmap(jax.random.categorical)(keys, logits))
-    assert len(np.unique(ours)) > 40 and not np.any(np.asarray(ours) % 3 == 0)
+    assert (ours[0], ours[1]) == (7, 0)
+    assert len(np.unique(ours)) > 40 and not np.any(np.asarray(ours[2:]) % 3 == 0)
 
 
 def test_temperature_sharpens_and_flattens():
