@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from abcjax import corpus, data, host_memory, parallel, sample, steps, torch_peer
+from abcjax import corpus, cudnn_lstm, data, host_memory, parallel, sample, steps, torch_peer
+from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, ModelConfig, make_decoder, zero_carries
 
 WARMUP_STEPS = 2
@@ -33,11 +34,13 @@ def run_bench(
     With `compare_torch`, the same model in PyTorch is timed too, in turns with abcjax, and the
     speed-ups are added.
     """
-    if compare_torch:
-        torch_peer.require_torch()  # before minutes of measuring, not after
+    if compare_torch:  # before minutes of measuring, not after
+        torch_peer.require_torch()
+        torch_device = _torch_device()
     mesh = parallel.make_mesh()
     parallel.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     parallel.check_divisible(num_tunes, mesh, "--num_tunes")
+    cudnn_lstm.check_runs_here(config.model.lstm)
     dataset = data.make_dataset(
         corpus.read_corpus(config.data.path).tunes, config.data.seq_length, 0.0, config.seed, config.data.path
     )
@@ -45,7 +48,7 @@ def run_bench(
     abcjax_side = _AbcjaxSide(model, config, mesh, dataset, num_tunes, sample_length)
     sides = {"abcjax": abcjax_side}
     if compare_torch:
-        sides["torch"] = torch_peer.TorchPeer(config, dataset.vocab.size, num_tunes, sample_length)
+        sides["torch"] = torch_peer.TorchPeer(config, dataset.vocab.size, num_tunes, sample_length, torch_device)
     rounds = ROUNDS_AGAINST_TORCH if compare_torch else 1
     train_seconds, sample_seconds = _time_in_turns(sides, num_steps, rounds)
     chars_per_step = config.train.batch_size * config.data.seq_length
@@ -80,6 +83,14 @@ def run_bench(
         ),
         "sample_speedup_vs_seed": round(sample_rate["abcjax"] / seed_rate, 1),
     }
+
+
+def _torch_device() -> str:
+    """Where the PyTorch peer runs: on the devices abcjax runs on."""
+    backend = jax.default_backend()
+    if backend not in ("cpu", "gpu"):
+        raise AbcjaxError(f"--compare_torch runs PyTorch on a CPU or an NVIDIA GPU, and JAX runs on {backend} here")
+    return {"cpu": "cpu", "gpu": "cuda"}[backend]
 
 
 class _AbcjaxSide:

@@ -21,8 +21,8 @@ import ml_collections
 from abcjax.errors import AbcjaxError
 
 OVERRIDE_PREFIX = "--config."
-# The names abcjax.lstm.run_lstm knows, spelled out so that checking a config needs no JAX.
-LSTM_IMPLEMENTATIONS = ("fused", "reference")
+# The names abcjax.model's LSTM layer knows, spelled out so that checking a config needs no JAX.
+LSTM_IMPLEMENTATIONS = ("fused", "reference", "cudnn")
 
 
 def load_config(path: str | pathlib.Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -144,6 +144,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
             value = value[name]
         if not _passes(test, value):
             raise AbcjaxError(f"config key {dotted}={value!r} is out of range: it must be {wanted}")
+    if config.model.lstm == "cudnn" and config.model.dtype != "float32":
+        raise AbcjaxError(
+            f"model.lstm=cudnn computes in float32 only, not model.dtype={config.model.dtype}: "
+            "set model.dtype=float32, or use model.lstm=fused for bfloat16 or float16"
+        )
 
 
 def _passes(test, value) -> bool:

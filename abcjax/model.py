@@ -3,7 +3,8 @@
 The LSTM is the Keras cell of the seed exercise (gates i, f, c, o; one bias; forget-gate bias 1;
 orthogonal recurrent kernel), so the default config has the seed's 5,353,299 parameters. The input
 projection of all time steps is one large matmul outside the scan; only the recurrent matmul runs
-per step, by the implementation `model.lstm` names (abcjax/lstm.py).
+per step, by the implementation `model.lstm` names (abcjax/lstm.py), or the whole layer runs in
+cuDNN on NVIDIA GPUs (abcjax/cudnn_lstm.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from abcjax.cudnn_lstm import cudnn_lstm
 from abcjax.lstm import LstmCarry, lstm_cell, run_lstm
 
 
@@ -81,14 +83,16 @@ class LstmLayer(nn.Module):
         input_kernel = self.param("input_kernel", nn.initializers.glorot_uniform(), (features, gates))
         recurrent_kernel = self.param("recurrent_kernel", nn.initializers.orthogonal(), (self.hidden_size, gates))
         bias = self.param("bias", _lstm_bias_init, (gates,))
+        if carry is None:
+            carry = zero_carry(inputs[0] if embedding is not None else inputs[0, :, 0], self.hidden_size)
         rows = inputs if embedding is None else embedding
+        if self.implementation == "cudnn":  # cuDNN projects the inputs itself
+            layer_inputs = rows if embedding is None else rows[inputs]  # [time, batch, features]
+            carry, outputs = cudnn_lstm(layer_inputs, input_kernel, recurrent_kernel, bias, carry)
+            return outputs, carry
         gate_inputs = input_projection(rows, input_kernel, bias, self.dtype)
         if embedding is not None:
             gate_inputs = gate_inputs[inputs]  # [time, batch, 4*hidden]
-        if carry is None:
-            # zeros_like keeps the inputs' sharding type, which a scan under shard_map requires.
-            zeros = jnp.zeros_like(gate_inputs[0, :, : self.hidden_size], jnp.float32)
-            carry = (zeros, zeros)
         carry, outputs = run_lstm(self.implementation, recurrent_kernel, gate_inputs, carry, self.dtype)
         return outputs, carry
 
@@ -165,13 +169,18 @@ def make_decoder(config: ModelConfig, params) -> Callable:
 
 
 def zero_carries(config: ModelConfig, like: jax.Array) -> tuple[LstmCarry, ...]:
-    """The state before the first character, for one row per entry of `like` [rows].
+    """The state before the first character of every layer, for one row per entry of `like` [rows]."""
+    return tuple(zero_carry(like, config.hidden_size) for _ in range(config.num_layers))
+
+
+def zero_carry(like: jax.Array, hidden_size: int) -> LstmCarry:
+    """One layer's state before the first character, for one row per entry of `like` [rows].
 
     It is built from `like` so that it has the same sharding type: under shard_map, a loop whose
     carry starts as a plain constant and comes back device-varying does not type-check.
     """
-    zeros = jnp.zeros_like(like, jnp.float32)[:, None] + jnp.zeros((config.hidden_size,), jnp.float32)
-    return tuple((zeros, zeros) for _ in range(config.num_layers))
+    zeros = jnp.zeros_like(like, jnp.float32)[:, None] + jnp.zeros((hidden_size,), jnp.float32)
+    return zeros, zeros
 
 
 def init_params(model: CharLstm, key: jax.Array) -> dict:

@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 
 from abcjax import abc, checkpoint, corpus, data, metrics, parallel, sample, signals, steps, storage
 from abcjax import config as config_lib
+from abcjax.cudnn_lstm import check_runs_here
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, ModelConfig, count_params
 
@@ -39,6 +40,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
     storage.check_reachable(workdir, "--workdir")
     mesh = parallel.make_mesh()
     parallel.check_divisible(config.train.batch_size, mesh, "train.batch_size")
+    check_runs_here(config.model.lstm)
 
     tunes = corpus.read_corpus(config.data.path)
     metrics.say(tunes.report.summary())

@@ -1,7 +1,7 @@
 """A trained model read back from a workdir: its config, vocabulary and parameters.
 
 Everything needed to use a checkpoint comes from the checkpoint itself, so a run directory copied
-to a laptop samples there, whatever device count trained it.
+to a laptop samples there, whatever device count trained it, cuDNN's LSTM included.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 
 from abcjax import steps, storage
 from abcjax.checkpoint import Checkpoints
+from abcjax.cudnn_lstm import portable_implementation
 from abcjax.data import Vocabulary
 from abcjax.model import CharLstm, ModelConfig
 
@@ -35,6 +36,7 @@ def load_trained(workdir: str | epath.PathLike, step: int | None, mesh: Mesh) ->
     with Checkpoints(workdir, read_only=True) as store:
         step, saved_config, saved_vocab = store.restore_metadata(step)
         config = ml_collections.ConfigDict(saved_config)
+        config.model.lstm = portable_implementation(config.model.get("lstm", "fused"))
         vocab = Vocabulary.from_json(saved_vocab)
         model = CharLstm(ModelConfig.from_config(config, vocab.size))
         tx = steps.make_optimizer(config)

@@ -37,8 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Compute dtype of the matmuls: float32, or bfloat16/float16 on accelerators; bfloat16 also on
     # CPUs with native bf16 (AVX512_BF16 or AMX). Parameters and the LSTM cell state stay float32.
     config.model.dtype = "float32"
-    # The LSTM recurrence: fused (a hand-written backward pass, fastest) or reference (the plain
-    # scan that JAX differentiates). Same parameters and results; resuming may switch it.
+    # The LSTM recurrence: fused (a hand-written backward pass, fastest on CPU), reference (the
+    # plain scan that JAX differentiates), or cudnn (NVIDIA GPUs only, float32). Same parameters
+    # and results; resuming may switch it.
     config.model.lstm = "fused"
 
     config.train = ml_collections.ConfigDict()

@@ -96,6 +96,28 @@ def tiny_workdir(tmp_path_factory):
     return workdir
 
 
+def _reference_cudnn_call(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size, num_layers, **options):
+    """jax.experimental.rnn.lstm's call, computed by JAX's own reference for it (rnn.lstm_ref):
+    cuDNN's arithmetic, batch-first layout and flat weight layout, on any device."""
+    from jax.experimental import rnn
+
+    sizes = (input_size, hidden_size, num_layers)
+    unpacked = rnn.unpack_lstm_weights(weights, *sizes, options["bidirectional"])
+    return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, *sizes, options["dropout"], options["bidirectional"])
+
+
+@pytest.fixture
+def cudnn_anywhere(monkeypatch):
+    """model.lstm=cudnn on this machine. On an NVIDIA GPU that is cuDNN itself. Elsewhere the one
+    cuDNN call is computed by JAX's reference for it, so that everything abcjax does around it
+    (packing the weights, layouts, carries, the model and the trainer) is checked on CPU too."""
+    from abcjax import cudnn_lstm
+
+    if not cudnn_lstm.cudnn_available():
+        monkeypatch.setattr(cudnn_lstm.rnn, "lstm", _reference_cudnn_call)
+        monkeypatch.setattr(cudnn_lstm, "cudnn_available", lambda: True)
+
+
 @pytest.fixture
 def small_corpus(tmp_path):
     """Six short tunes in one file: enough to split and train on, small enough to read at a glance."""

@@ -7,7 +7,9 @@ import os
 import pytest
 
 from abcjax import bench
-from conftest import TINY_CONFIG, run_abcjax
+from abcjax.errors import AbcjaxError
+from abcjax.torch_peer import TorchPeer
+from conftest import TINY_CONFIG, run_abcjax, tiny_config
 
 KEYS = {
     "backend",
@@ -50,6 +52,9 @@ def test_bench_refuses_bad_figures_in_one_line():
     result = run_abcjax("bench", "--config", str(TINY_CONFIG), "--num_tunes", "3", devices=2)
     assert result.returncode == 2
     assert "--num_tunes=3 does not split over 2 devices" in result.stderr
+    result = run_abcjax("bench", "--config", str(TINY_CONFIG), "--config.model.lstm=cudnn")
+    assert result.returncode == 2
+    assert "model.lstm=cudnn needs an NVIDIA GPU, and JAX runs on cpu here" in result.stderr
 
 
 @pytest.mark.parametrize("dtype, autocast", [("float32", "off"), ("bfloat16", "bfloat16")])
@@ -66,6 +71,7 @@ def test_compare_torch_adds_the_peer_and_the_speedups_or_says_how_to_install_tor
     # --steps 2 trains in two turns; sampling takes every turn.
     assert (report["train_turns"], report["sample_turns"]) == (2, bench.ROUNDS_AGAINST_TORCH)
     assert (report["dtype"], report["torch_autocast"]) == (dtype, autocast)  # both sides at one precision
+    assert report["torch_device"] == "cpu"  # where abcjax runs
     assert report["train_speedup_vs_torch"] > 0 and report["sample_speedup_vs_torch"] > 0
 
 
@@ -91,3 +97,11 @@ def test_speedup_is_the_median_turn_so_one_stalled_turn_does_not_swing_it():
     assert bench.speedup(abcjax_seconds=abcjax_seconds, torch_seconds=[2.0, 2.2, 9.0, 2.1, 2.0]) == 2.1
     # abcjax slower in the typical turn: below 1, whatever one fast turn of abcjax says.
     assert bench.speedup(abcjax_seconds=[2.0, 0.1, 2.0], torch_seconds=[1.0, 1.0, 1.0]) == 0.5
+
+
+def test_the_torch_peer_on_a_gpu_without_cuda_is_one_line():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine's torch has a CUDA device")
+    with pytest.raises(AbcjaxError, match=r"^--compare_torch on a GPU needs PyTorch with CUDA, and torch .* sees no"):
+        TorchPeer(tiny_config(), vocab_size=83, num_tunes=2, sample_length=3, device="cuda")

@@ -52,6 +52,10 @@ def test_bad_corpus_is_one_line_and_leaves_no_workdir(tmp_path, capsys, make_cor
         (["--config.model.dropout=2.0"], "model.dropout=2.0 is out of range"),
         (["--config.seed=-1"], "seed=-1 is out of range: it must be in [0, 2**32)"),
         (["--config.seed=99999999999999999999"], "seed=99999999999999999999 is out of range"),
+        (
+            ["--config.model.lstm=cudnn", "--config.model.dtype=bfloat16"],
+            "model.lstm=cudnn computes in float32 only, not model.dtype=bfloat16",
+        ),
     ],
 )
 def test_bad_config_override_is_one_line(tmp_path, capsys, args, message):

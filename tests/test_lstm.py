@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from abcjax.config import LSTM_IMPLEMENTATIONS
+from abcjax.cudnn_lstm import cudnn_lstm
 from abcjax.lstm import fused_lstm, reference_lstm, run_lstm
-from abcjax.model import CharLstm, ModelConfig, init_params, make_decoder, zero_carries
+from abcjax.model import CharLstm, ModelConfig, init_params, input_projection, make_decoder, zero_carries
 
 TOLERANCE = 1e-5  # relative, in float32
 
@@ -59,22 +60,46 @@ def test_fused_lstm_in_bfloat16_stays_near_float32():
     assert_close(actual, expected, tolerance=0.05)
 
 
+def _cudnn_from_inputs(inputs, input_kernel, bias):
+    """cudnn_lstm as a function of (recurrent kernel, gate inputs, carry) like the others, for
+    given layer inputs; gate_inputs must be those inputs' projection (it is only the reference's)."""
+    return lambda kernel, _gate_inputs, carry: cudnn_lstm(inputs, input_kernel, kernel, bias, carry)
+
+
+def test_cudnn_lstm_outputs_final_carry_and_gradients_match_the_reference(cudnn_anywhere):
+    """Its weight packing, batch-first layout and (cell, hidden) order against the plain scan."""
+    kernel, _, carry = _lstm_inputs(time=9, batch=4, hidden=16, seed=2)
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    inputs = jax.random.normal(keys[0], (9, 4, 5))  # [time, batch, features]
+    input_kernel, bias = jax.random.normal(keys[1], (5, 64)) / 3, jax.random.normal(keys[2], (64,))
+    with jax.default_matmul_precision("highest"):  # no TF32 on a GPU, for a float32 comparison
+        gate_inputs = input_projection(inputs, input_kernel, bias, jnp.float32)
+        cudnn = _cudnn_from_inputs(inputs, input_kernel, bias)
+        assert_close(cudnn(kernel, gate_inputs, carry), reference_lstm(kernel, gate_inputs, carry))
+        expected = jax.grad(lambda *a: _weighted_sum(reference_lstm, *a), argnums=(0, 2))(kernel, gate_inputs, carry)
+        actual = jax.grad(lambda *a: _weighted_sum(cudnn, *a), argnums=(0, 2))(kernel, gate_inputs, carry)
+    assert_close(actual, expected)
+
+
 def _model(lstm, layers=2, dropout=0.0):
     return CharLstm(ModelConfig(13, 6, 16, layers, dropout=dropout, dtype=jnp.dtype("float32"), lstm=lstm))
 
 
 @pytest.mark.parametrize("lstm", LSTM_IMPLEMENTATIONS)
-def test_every_configured_implementation_gives_the_reference_logits_and_gradients(lstm):
+def test_every_configured_implementation_gives_the_reference_logits_and_gradients(lstm, cudnn_anywhere):
+    """Two layers: the first fed from the embedding table, the second from the first's outputs."""
     params = init_params(_model("reference"), jax.random.PRNGKey(2))
     tokens = jax.random.randint(jax.random.PRNGKey(3), (4, 9), 0, 13)
 
     def loss(model, params):
-        logits, _ = model.apply({"params": params}, tokens)
-        return jax.nn.log_softmax(logits)[..., 0].mean()
+        logits, carries = model.apply({"params": params}, tokens)
+        final_cells = sum(cell.sum() for cell, _ in carries)
+        return jax.nn.log_softmax(logits)[..., 0].mean() + 0.01 * final_cells
 
     fast, reference = _model(lstm), _model("reference")
-    assert_close(jax.grad(loss, argnums=1)(fast, params), jax.grad(loss, argnums=1)(reference, params))
-    assert_close(loss(fast, params), loss(reference, params))
+    with jax.default_matmul_precision("highest"):
+        assert_close(jax.grad(loss, argnums=1)(fast, params), jax.grad(loss, argnums=1)(reference, params))
+        assert_close(loss(fast, params), loss(reference, params))
 
 
 def test_the_decoder_step_by_step_gives_the_model_logits():

@@ -118,6 +118,35 @@ def test_resuming_on_another_corpus_is_refused(tmp_path, small_corpus):
         train_and_evaluate(tiny_config("--config.train.steps=4", f"--config.data.path={small_corpus}"), tmp_path)
 
 
+def test_cudnn_lstm_trains_as_the_fused_one_does_and_its_checkpoint_samples_on_a_cpu(tmp_path, cudnn_anywhere):
+    """The real trainer with model.lstm=cudnn (on a CPU, around JAX's reference of the cuDNN call)."""
+    runs = {}
+    for lstm in ("fused", "cudnn"):
+        config = tiny_config("--config.train.log_every=1", f"--config.model.lstm={lstm}")
+        with jax.default_matmul_precision("highest"):
+            train_and_evaluate(config, tmp_path / lstm)
+        runs[lstm] = _metrics(tmp_path / lstm)
+    assert [m["step"] for m in runs["cudnn"]] == [1, 2, 3, 4]
+    for fused, cudnn in zip(runs["fused"], runs["cudnn"], strict=True):
+        for key in ("train_loss", "grad_norm") + (("eval_loss",) if "eval_loss" in fused else ()):
+            assert _relative_difference(fused[key], cudnn[key]) <= 1e-4, (fused["step"], key)
+    tunes = tmp_path / "tunes.abc"
+    result = run_abcjax("sample", "--workdir", str(tmp_path / "cudnn"), "--num_tunes", "2", "--out", str(tunes))
+    assert result.returncode == 0, result.stderr
+    assert tunes.read_text().startswith(f"% abcjax sample: checkpoint step 4 of {tmp_path / 'cudnn'}")
+
+
+def test_cudnn_lstm_off_an_nvidia_gpu_is_one_line_and_leaves_no_workdir(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_abcjax("train", "--config", str(TINY_CONFIG), "--workdir", str(workdir), "--config.model.lstm=cudnn")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "abcjax: error: model.lstm=cudnn needs an NVIDIA GPU, and JAX runs on cpu here: "
+        "use --config.model.lstm=fused (the same model and results)"
+    )
+    assert not workdir.exists()
+
+
 def test_default_config_prints_the_seed_parameter_count(tmp_path):
     result = run_abcjax(
         "train",

@@ -1,0 +1,85 @@
+"""The LSTM recurrence on NVIDIA GPUs through cuDNN (`jax.experimental.rnn`), for `model.lstm=cudnn`.
+
+cuDNN runs the whole sequence, forward and backward, in its own kernels: the input projection of
+every step, the recurrence and the weight gradients. It takes the layer's parameters as one flat
+float32 vector in its own layout; `cudnn_weights` packs abcjax's (the same gates i, f, g, o, so
+the kernels are only transposed, and the one bias goes where cuDNN adds its input bias, with zeros
+for its second, recurrent bias). The parameters stay abcjax's, so a checkpoint trained this way
+resumes with the other implementations, and the other way round, and samples anywhere
+(`portable_implementation`).
+
+cuDNN's LSTM in JAX computes in float32 only (TF32 on the tensor cores unless matmul precision is
+"highest"), and there is no cuDNN off NVIDIA GPUs: `check_runs_here` says so before a run starts.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import rnn
+
+from abcjax.errors import AbcjaxError
+from abcjax.lstm import LstmCarry
+
+
+def cudnn_available() -> bool:
+    """Whether JAX's default devices are NVIDIA GPUs, where jax.experimental.rnn runs on cuDNN."""
+    if jax.default_backend() != "gpu":
+        return False
+    try:
+        return bool(jax.devices("cuda"))
+    except RuntimeError:  # a GPU, but not CUDA's (ROCm)
+        return False
+
+
+def check_runs_here(implementation: str) -> None:
+    """Before a run: a one-line error if `implementation` is cuDNN and this machine has no cuDNN."""
+    if implementation == "cudnn" and not cudnn_available():
+        raise AbcjaxError(
+            f"model.lstm=cudnn needs an NVIDIA GPU, and JAX runs on {jax.default_backend()} here: "
+            "use --config.model.lstm=fused (the same model and results)"
+        )
+
+
+def portable_implementation(implementation: str) -> str:
+    """The implementation a saved model is rebuilt with here: its own, or off NVIDIA GPUs the fused
+    LSTM in place of cuDNN (the same arithmetic). Even only tracing cuDNN's LSTM, as restoring a
+    checkpoint does to learn its shapes, asks cuDNN for workspace sizes, so it needs the GPU."""
+    return "fused" if implementation == "cudnn" and not cudnn_available() else implementation
+
+
+def cudnn_weights(input_kernel: jax.Array, recurrent_kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """abcjax's parameters of one layer as cuDNN's flat float32 vector: W_ih [4*hidden, features],
+    W_hh [4*hidden, hidden], b_ih [4*hidden], b_hh [4*hidden], each flattened, in that order."""
+    parts = (input_kernel.T, recurrent_kernel.T, bias, jnp.zeros_like(bias))
+    return jnp.concatenate([part.astype(jnp.float32).reshape(-1) for part in parts])
+
+
+def cudnn_lstm(
+    inputs: jax.Array,
+    input_kernel: jax.Array,
+    recurrent_kernel: jax.Array,
+    bias: jax.Array,
+    carry: LstmCarry,
+) -> tuple[LstmCarry, jax.Array]:
+    """inputs [time, batch, features] -> (final carry, hidden states [time, batch, hidden]), float32.
+
+    Unlike abcjax.lstm's implementations this takes the layer's inputs, not its gate inputs: cuDNN
+    projects them itself.
+    """
+    time_steps, batch, features = inputs.shape
+    hidden_size = recurrent_kernel.shape[0]
+    cell, hidden = carry
+    outputs, final_hidden, final_cell = rnn.lstm(
+        inputs.astype(jnp.float32).transpose(1, 0, 2),  # cuDNN's batch-first layout
+        hidden[None],  # [layers, batch, hidden]
+        cell[None],
+        cudnn_weights(input_kernel, recurrent_kernel, bias),
+        jnp.full((batch,), time_steps, jnp.int32),  # every sequence runs the whole window
+        input_size=features,
+        hidden_size=hidden_size,
+        num_layers=1,
+        dropout=0.0,
+        bidirectional=False,
+    )
+    return (final_cell[0], final_hidden[0]), outputs.transpose(1, 0, 2)
