@@ -67,19 +67,54 @@ def cudnn_lstm(
     Unlike abcjax.lstm's implementations this takes the layer's inputs, not its gate inputs: cuDNN
     projects them itself.
     """
-    time_steps, batch, features = inputs.shape
-    hidden_size = recurrent_kernel.shape[0]
     cell, hidden = carry
-    outputs, final_hidden, final_cell = rnn.lstm(
+    outputs, final_hidden, final_cell = _cudnn_call(
         inputs.astype(jnp.float32).transpose(1, 0, 2),  # cuDNN's batch-first layout
         hidden[None],  # [layers, batch, hidden]
         cell[None],
         cudnn_weights(input_kernel, recurrent_kernel, bias),
-        jnp.full((batch,), time_steps, jnp.int32),  # every sequence runs the whole window
-        input_size=features,
-        hidden_size=hidden_size,
-        num_layers=1,
-        dropout=0.0,
-        bidirectional=False,
     )
     return (final_cell[0], final_hidden[0]), outputs.transpose(1, 0, 2)
+
+
+@jax.custom_vjp
+def _cudnn_call(x, h_0, c_0, weights):
+    """`jax.experimental.rnn.lstm` of one layer over whole sequences, its output typed for shard_map.
+
+    rnn.lstm's primitive gives its output no manual-axis type, so under shard_map JAX would take
+    each device's hidden states for values equal on every device, and where they meet per-device
+    values insert a broadcast whose transpose sums their gradient over the devices: every device
+    would train on the sum of all devices' gradients. This VJP calls rnn's two halves itself and
+    types the output as varying as its inputs.
+    """
+    return _cudnn_forward(x, h_0, c_0, weights)[0]
+
+
+def _sizes(x, h_0) -> dict:
+    return dict(input_size=x.shape[2], hidden_size=h_0.shape[2], num_layers=1, dropout=0.0, bidirectional=False)
+
+
+def _cudnn_forward(x, h_0, c_0, weights):
+    lengths = jnp.full(x.shape[:1], x.shape[1], jnp.int32)  # every sequence runs the whole window
+    (y, h_n, c_n), residuals = rnn.lstm_fwd(x, h_0, c_0, weights, lengths, **_sizes(x, h_0), precision=None)
+    varying = set().union(*(_varying_axes(operand) for operand in (x, h_0, c_0, weights)))
+    missing = tuple(sorted(varying - _varying_axes(y)))
+    if missing:
+        y = jax.lax.pcast(y, missing, to="varying")
+    return (y, h_n, c_n), residuals
+
+
+def _varying_axes(value) -> frozenset:
+    """The shard_map axes over which `value` differs from device to device (none outside shard_map)."""
+    return jax.typeof(value).manual_axis_type.varying
+
+
+def _cudnn_backward(residuals, cotangents):
+    x, h_0 = residuals[:2]
+    d_x, d_h_0, d_c_0, d_weights, _ = rnn.lstm_bwd(
+        **_sizes(x, h_0), precision=None, residuals=residuals, gradients=cotangents
+    )
+    return d_x, d_h_0, d_c_0, d_weights
+
+
+_cudnn_call.defvjp(_cudnn_forward, _cudnn_backward)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 
+import cudnn_reference
 import pytest
 
 from abcjax.config import load_config
@@ -45,10 +46,10 @@ def run_abcjax(
 
 
 def run_python(
-    script: str, variables: dict[str, str] | None = None, timeout: float = 120
+    script: str, variables: dict[str, str] | None = None, timeout: float = 120, devices: int = 1
 ) -> subprocess.CompletedProcess:
-    """Runs `python -c SCRIPT` in a fresh process, as run_abcjax runs the command (one CPU device)."""
-    return _run_python(["-c", script], 1, timeout, variables)
+    """Runs `python -c SCRIPT` in a fresh process, as run_abcjax runs the command."""
+    return _run_python(["-c", script], devices, timeout, variables)
 
 
 def _run_python(arguments: list[str], devices: int, timeout: float, variables: dict[str, str] | None):
@@ -96,16 +97,6 @@ def tiny_workdir(tmp_path_factory):
     return workdir
 
 
-def _reference_cudnn_call(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size, num_layers, **options):
-    """jax.experimental.rnn.lstm's call, computed by JAX's own reference for it (rnn.lstm_ref):
-    cuDNN's arithmetic, batch-first layout and flat weight layout, on any device."""
-    from jax.experimental import rnn
-
-    sizes = (input_size, hidden_size, num_layers)
-    unpacked = rnn.unpack_lstm_weights(weights, *sizes, options["bidirectional"])
-    return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, *sizes, options["dropout"], options["bidirectional"])
-
-
 @pytest.fixture
 def cudnn_anywhere(monkeypatch):
     """model.lstm=cudnn on this machine. On an NVIDIA GPU that is cuDNN itself. Elsewhere the one
@@ -114,8 +105,7 @@ def cudnn_anywhere(monkeypatch):
     from abcjax import cudnn_lstm
 
     if not cudnn_lstm.cudnn_available():
-        monkeypatch.setattr(cudnn_lstm.rnn, "lstm", _reference_cudnn_call)
-        monkeypatch.setattr(cudnn_lstm, "cudnn_available", lambda: True)
+        cudnn_reference.install(monkeypatch.setattr)
 
 
 @pytest.fixture

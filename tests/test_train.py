@@ -16,7 +16,7 @@ from abcjax.parallel import make_mesh
 from abcjax.steps import create_train_state, make_optimizer
 from abcjax.train import train_and_evaluate
 from abcjax.trained import load_trained
-from conftest import TINY_CONFIG, interrupt_abcjax, run_abcjax, tiny_config
+from conftest import TINY_CONFIG, interrupt_abcjax, run_abcjax, run_python, tiny_config
 
 
 def _metrics(workdir):
@@ -134,6 +134,33 @@ def test_cudnn_lstm_trains_as_the_fused_one_does_and_its_checkpoint_samples_on_a
     result = run_abcjax("sample", "--workdir", str(tmp_path / "cudnn"), "--num_tunes", "2", "--out", str(tunes))
     assert result.returncode == 0, result.stderr
     assert tunes.read_text().startswith(f"% abcjax sample: checkpoint step 4 of {tmp_path / 'cudnn'}")
+
+
+# Trains with model.lstm=cudnn over the process's devices, around JAX's reference of the cuDNN call.
+CUDNN_RUN_ON_CPU = """
+import sys
+sys.path.insert(0, "tests")
+import cudnn_reference
+from conftest import tiny_config
+from abcjax.train import train_and_evaluate
+
+cudnn_reference.install(setattr)
+train_and_evaluate(tiny_config("--config.train.log_every=1", "--config.model.lstm=cudnn"), {workdir!r})
+"""
+
+
+def test_cudnn_lstm_over_two_devices_gives_the_losses_of_one_device(tmp_path, cudnn_anywhere):
+    """Each device's gradient is its own rows' (cuDNN's untyped output would otherwise have JAX sum
+    the hidden states' gradients over the devices)."""
+    train_and_evaluate(tiny_config("--config.train.log_every=1", "--config.model.lstm=cudnn"), tmp_path / "one")
+    result = run_python(CUDNN_RUN_ON_CPU.format(workdir=str(tmp_path / "two")), devices=2)
+    assert result.returncode == 0, result.stderr
+    assert "over 2 CPU devices" in result.stdout
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert [m["step"] for m in two] == [1, 2, 3, 4]
+    for single, double in zip(one, two, strict=True):
+        for key in ("train_loss", "grad_norm"):
+            assert _relative_difference(single[key], double[key]) <= 1e-4, (single["step"], key)
 
 
 def test_cudnn_lstm_off_an_nvidia_gpu_is_one_line_and_leaves_no_workdir(tmp_path):
