@@ -32,12 +32,24 @@ def cudnn_available() -> bool:
         return False
 
 
+# JAX_DEFAULT_MATMUL_PRECISION settings under which JAX's cuDNN LSTM runs: TF32 or full float32.
+CUDNN_PRECISIONS = (None, "tensorfloat32", "high", "float32", "highest")
+
+
 def check_runs_here(implementation: str) -> None:
-    """Before a run: a one-line error if `implementation` is cuDNN and this machine has no cuDNN."""
-    if implementation == "cudnn" and not cudnn_available():
+    """Before a run: a one-line error if `implementation` is cuDNN and cuDNN cannot run it here."""
+    if implementation != "cudnn":
+        return
+    if not cudnn_available():
         raise AbcjaxError(
             f"model.lstm=cudnn needs an NVIDIA GPU, and JAX runs on {jax.default_backend()} here: "
             "use --config.model.lstm=fused (the same model and results)"
+        )
+    precision = jax.config.jax_default_matmul_precision
+    if precision not in CUDNN_PRECISIONS:  # JAX's cuDNN LSTM would raise, or silently use TF32
+        raise AbcjaxError(
+            f"model.lstm=cudnn computes in TF32 or float32, and JAX's default matmul precision is {precision}: "
+            "unset JAX_DEFAULT_MATMUL_PRECISION, or set it to tensorfloat32 or highest"
         )
 
 
@@ -68,12 +80,17 @@ def cudnn_lstm(
     projects them itself.
     """
     cell, hidden = carry
-    outputs, final_hidden, final_cell = _cudnn_call(
+    operands = (
         inputs.astype(jnp.float32).transpose(1, 0, 2),  # cuDNN's batch-first layout
         hidden[None],  # [layers, batch, hidden]
         cell[None],
         cudnn_weights(input_kernel, recurrent_kernel, bias),
     )
+    # cuDNN returns each device's own gradient of every operand. Typing them all as varying as the
+    # most varying one makes JAX sum over the devices the gradient of any that is the same on every
+    # device (the transpose of this cast), as it would for any other computation.
+    varying = frozenset().union(*map(_varying_axes, operands))
+    outputs, final_hidden, final_cell = _cudnn_call(*(_as_varying(operand, varying) for operand in operands))
     return (final_cell[0], final_hidden[0]), outputs.transpose(1, 0, 2)
 
 
@@ -81,11 +98,11 @@ def cudnn_lstm(
 def _cudnn_call(x, h_0, c_0, weights):
     """`jax.experimental.rnn.lstm` of one layer over whole sequences, its output typed for shard_map.
 
-    rnn.lstm's primitive gives its output no manual-axis type, so under shard_map JAX would take
-    each device's hidden states for values equal on every device, and where they meet per-device
-    values insert a broadcast whose transpose sums their gradient over the devices: every device
-    would train on the sum of all devices' gradients. This VJP calls rnn's two halves itself and
-    types the output as varying as its inputs.
+    rnn.lstm's primitive gives its output no shard_map type, so JAX would take each device's
+    hidden states for values equal on every device, and where they meet per-device values insert a
+    broadcast whose transpose sums their gradients over the devices: each device would then
+    backpropagate the sum of all devices' output gradients through its own activations. This VJP
+    calls rnn's two halves itself and types the output as its inputs are typed.
     """
     return _cudnn_forward(x, h_0, c_0, weights)[0]
 
@@ -97,16 +114,7 @@ def _sizes(x, h_0) -> dict:
 def _cudnn_forward(x, h_0, c_0, weights):
     lengths = jnp.full(x.shape[:1], x.shape[1], jnp.int32)  # every sequence runs the whole window
     (y, h_n, c_n), residuals = rnn.lstm_fwd(x, h_0, c_0, weights, lengths, **_sizes(x, h_0), precision=None)
-    varying = set().union(*(_varying_axes(operand) for operand in (x, h_0, c_0, weights)))
-    missing = tuple(sorted(varying - _varying_axes(y)))
-    if missing:
-        y = jax.lax.pcast(y, missing, to="varying")
-    return (y, h_n, c_n), residuals
-
-
-def _varying_axes(value) -> frozenset:
-    """The shard_map axes over which `value` differs from device to device (none outside shard_map)."""
-    return jax.typeof(value).manual_axis_type.varying
+    return (_as_varying(y, _varying_axes(x)), h_n, c_n), residuals
 
 
 def _cudnn_backward(residuals, cotangents):
@@ -115,6 +123,17 @@ def _cudnn_backward(residuals, cotangents):
         **_sizes(x, h_0), precision=None, residuals=residuals, gradients=cotangents
     )
     return d_x, d_h_0, d_c_0, d_weights
+
+
+def _varying_axes(value) -> frozenset:
+    """The shard_map axes over which `value` differs from device to device (none outside shard_map)."""
+    return jax.typeof(value).manual_axis_type.varying
+
+
+def _as_varying(value, axes: frozenset):
+    """`value` typed as differing from device to device over `axes` (it may be typed over fewer)."""
+    missing = tuple(sorted(axes - _varying_axes(value)))
+    return jax.lax.pcast(value, missing, to="varying") if missing else value
 
 
 _cudnn_call.defvjp(_cudnn_forward, _cudnn_backward)

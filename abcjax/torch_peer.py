@@ -31,12 +31,9 @@ class TorchPeer:
         """`device`: "cpu", or "cuda" for an NVIDIA GPU (a one-line error if this torch has no CUDA)."""
         torch = self._torch = require_torch()
         if device == "cuda":
-            if not torch.cuda.is_available():
-                raise AbcjaxError(
-                    f"--compare_torch on a GPU needs PyTorch with CUDA, and torch {torch.__version__} here "
-                    "sees no CUDA device: install a CUDA build of torch (pip install torch==2.13.0)"
-                )
-            torch.backends.cuda.matmul.allow_tf32 = True  # as JAX's float32 matmuls on a GPU by default
+            _check_cuda(torch)
+            # As JAX's float32 matmuls on a GPU by default; for the rest of the process (bench's own).
+            torch.backends.cuda.matmul.allow_tf32 = True
         self._device = device
         model_cfg = config.model
         self._model = _TorchCharLstm(
@@ -105,6 +102,22 @@ def require_torch():
     except ImportError:
         raise AbcjaxError("--compare_torch needs PyTorch: pip install -e '.[torch]'") from None
     return torch
+
+
+def _check_cuda(torch) -> None:
+    """A one-line error unless this torch can run on the GPU, saying what to do about it."""
+    if torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        raise AbcjaxError(
+            f"--compare_torch on a GPU needs a CUDA build of PyTorch, and torch {torch.__version__} here is a "
+            "CPU build: install a CUDA one, e.g. pip install --force-reinstall torch==2.13.0 "
+            "--index-url https://download.pytorch.org/whl/cu130"
+        )
+    raise AbcjaxError(
+        f"--compare_torch on a GPU: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU: "
+        "check the NVIDIA driver with nvidia-smi"
+    )
 
 
 def _TorchCharLstm(torch, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int):

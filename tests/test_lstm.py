@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from abcjax.config import LSTM_IMPLEMENTATIONS
-from abcjax.cudnn_lstm import cudnn_lstm
+from abcjax.cudnn_lstm import check_runs_here, cudnn_lstm
+from abcjax.errors import AbcjaxError
 from abcjax.lstm import fused_lstm, reference_lstm, run_lstm
 from abcjax.model import CharLstm, ModelConfig, init_params, input_projection, make_decoder, zero_carries
+from conftest import run_python
 
 TOLERANCE = 1e-5  # relative, in float32
 
@@ -79,6 +81,59 @@ def test_cudnn_lstm_outputs_final_carry_and_gradients_match_the_reference(cudnn_
         expected = jax.grad(lambda *a: _weighted_sum(reference_lstm, *a), argnums=(0, 2))(kernel, gate_inputs, carry)
         actual = jax.grad(lambda *a: _weighted_sum(cudnn, *a), argnums=(0, 2))(kernel, gate_inputs, carry)
     assert_close(actual, expected)
+
+
+def test_cudnn_lstm_refuses_matmul_precisions_that_jax_cudnn_cannot_honour(cudnn_anywhere):
+    with jax.default_matmul_precision("bfloat16"), pytest.raises(AbcjaxError, match="precision is bfloat16: unset"):
+        check_runs_here("cudnn")
+    with jax.default_matmul_precision("highest"):
+        check_runs_here("cudnn")
+    with jax.default_matmul_precision("bfloat16"):
+        check_runs_here("fused")
+
+
+# Two CPU devices, each with half the batch and the same (replicated) weights, around the stand-in
+# for cuDNN: the weights' gradient must be the whole batch's, summed over the devices.
+REPLICATED_WEIGHTS_GRADIENT = """
+import sys
+sys.path.insert(0, "tests")
+import cudnn_reference
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from abcjax.cudnn_lstm import check_runs_here, cudnn_lstm
+from abcjax.errors import AbcjaxError
+from abcjax.lstm import reference_lstm
+from abcjax.model import input_projection
+
+cudnn_reference.install(setattr)
+keys = jax.random.split(jax.random.PRNGKey(0), 3)
+inputs = jax.random.normal(keys[0], (6, 4, 5))  # [time, batch, features]
+input_kernel, kernel = jax.random.normal(keys[1], (5, 32)) / 3, jax.random.normal(keys[2], (8, 32)) / 3
+bias = jnp.zeros(32)
+
+def loss(lstm, kernels, x):
+    zeros = jnp.zeros_like(x[0, :, :1]) + jnp.zeros(8)  # [batch, hidden], typed like x
+    return (lstm(x, *kernels, (zeros, zeros))[1] ** 2).sum()
+
+def cudnn(x, input_kernel, kernel, carry):
+    return cudnn_lstm(x, input_kernel, kernel, bias, carry)
+
+def reference(x, input_kernel, kernel, carry):
+    return reference_lstm(kernel, input_projection(x, input_kernel, bias, jnp.float32), carry)
+
+mesh = jax.make_mesh((2,), ("data",))
+rows = P(None, "data")
+per_device = jax.shard_map(lambda k, x: jax.grad(loss, 1)(cudnn, k, x), mesh=mesh, in_specs=(P(), rows), out_specs=P())
+got = per_device((input_kernel, kernel), jax.device_put(inputs, NamedSharding(mesh, rows)))
+want = jax.grad(loss, 1)(reference, (input_kernel, kernel), inputs)
+print(max(float(np.abs(g - w).max() / np.abs(w).max()) for g, w in zip(got, want)))
+"""
+
+
+def test_cudnn_lstm_sums_the_gradient_of_weights_shared_by_the_devices():
+    result = run_python(REPLICATED_WEIGHTS_GRADIENT, devices=2)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split()[-1]) <= TOLERANCE
 
 
 def _model(lstm, layers=2, dropout=0.0):
