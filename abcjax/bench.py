@@ -87,10 +87,11 @@ def run_bench(
 
 def _torch_device() -> str:
     """Where the PyTorch peer runs: on the devices abcjax runs on."""
+    torch_devices = {"cpu": "cpu", "gpu": "cuda"}  # JAX's backend -> PyTorch's device
     backend = jax.default_backend()
-    if backend not in ("cpu", "gpu"):
+    if backend not in torch_devices:
         raise AbcjaxError(f"--compare_torch runs PyTorch on a CPU or an NVIDIA GPU, and JAX runs on {backend} here")
-    return {"cpu": "cpu", "gpu": "cuda"}[backend]
+    return torch_devices[backend]
 
 
 class _AbcjaxSide:

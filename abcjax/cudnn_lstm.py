@@ -89,8 +89,8 @@ def cudnn_lstm(
     # cuDNN returns each device's own gradient of every operand. Typing them all as varying as the
     # most varying one makes JAX sum over the devices the gradient of any that is the same on every
     # device (the transpose of this cast), as it would for any other computation.
-    varying = frozenset().union(*map(_varying_axes, operands))
-    outputs, final_hidden, final_cell = _cudnn_call(*(_as_varying(operand, varying) for operand in operands))
+    varying = frozenset().union(*map(varying_axes, operands))
+    outputs, final_hidden, final_cell = _cudnn_call(*(as_varying(operand, varying) for operand in operands))
     return (final_cell[0], final_hidden[0]), outputs.transpose(1, 0, 2)
 
 
@@ -114,7 +114,7 @@ def _sizes(x, h_0) -> dict:
 def _cudnn_forward(x, h_0, c_0, weights):
     lengths = jnp.full(x.shape[:1], x.shape[1], jnp.int32)  # every sequence runs the whole window
     (y, h_n, c_n), residuals = rnn.lstm_fwd(x, h_0, c_0, weights, lengths, **_sizes(x, h_0), precision=None)
-    return (_as_varying(y, _varying_axes(x)), h_n, c_n), residuals
+    return (as_varying(y, varying_axes(x)), h_n, c_n), residuals
 
 
 def _cudnn_backward(residuals, cotangents):
@@ -125,14 +125,14 @@ def _cudnn_backward(residuals, cotangents):
     return d_x, d_h_0, d_c_0, d_weights
 
 
-def _varying_axes(value) -> frozenset:
+def varying_axes(value) -> frozenset:
     """The shard_map axes over which `value` differs from device to device (none outside shard_map)."""
     return jax.typeof(value).manual_axis_type.varying
 
 
-def _as_varying(value, axes: frozenset):
+def as_varying(value, axes: frozenset):
     """`value` typed as differing from device to device over `axes` (it may be typed over fewer)."""
-    missing = tuple(sorted(axes - _varying_axes(value)))
+    missing = tuple(sorted(axes - varying_axes(value)))
     return jax.lax.pcast(value, missing, to="varying") if missing else value
 
 

@@ -36,9 +36,9 @@ def load_trained(workdir: str | epath.PathLike, step: int | None, mesh: Mesh) ->
     with Checkpoints(workdir, read_only=True) as store:
         step, saved_config, saved_vocab = store.restore_metadata(step)
         config = ml_collections.ConfigDict(saved_config)
-        config.model.lstm = portable_implementation(config.model.get("lstm", "fused"))
         vocab = Vocabulary.from_json(saved_vocab)
-        model = CharLstm(ModelConfig.from_config(config, vocab.size))
+        model_config = ModelConfig.from_config(config, vocab.size)
+        model = CharLstm(dataclasses.replace(model_config, lstm=portable_implementation(model_config.lstm)))
         tx = steps.make_optimizer(config)
         target = jax.eval_shape(lambda: steps.create_train_state(model, tx, config.seed))
         params = store.restore_params(step, target.params, mesh)

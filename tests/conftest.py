@@ -99,9 +99,9 @@ def tiny_workdir(tmp_path_factory):
 
 @pytest.fixture
 def cudnn_anywhere(monkeypatch):
-    """model.lstm=cudnn on this machine. On an NVIDIA GPU that is cuDNN itself. Elsewhere the one
-    cuDNN call is computed by JAX's reference for it, so that everything abcjax does around it
-    (packing the weights, layouts, carries, the model and the trainer) is checked on CPU too."""
+    """model.lstm=cudnn on this machine. On an NVIDIA GPU that is cuDNN itself. Elsewhere cuDNN's two
+    primitives are the stand-in of tests/cudnn_reference.py, so that everything abcjax does around
+    them (packing the weights, layouts, carries, typing, the model and the trainer) is checked on CPU too."""
     from abcjax import cudnn_lstm
 
     if not cudnn_lstm.cudnn_available():

@@ -16,6 +16,9 @@ from jax._src import core, dispatch
 from jax.experimental import rnn
 from jax.interpreters import mlir
 
+from abcjax import cudnn_lstm
+from abcjax.cudnn_lstm import as_varying, varying_axes
+
 RESERVE_SPACE = 8  # cuDNN's workspace between forward and backward; the reference keeps none
 
 
@@ -48,21 +51,11 @@ def _backward_type(d_y, d_h_n, d_c_n, x, h_0, c_0, weights, *_, **__):
 def _backward(d_y, d_h_n, d_c_n, x, h_0, c_0, weights, y, reserve_space, seq_lengths, **options):
     """Each device's own gradients, as cuDNN computes them whatever the operands' shard_map types."""
     operands = (x, h_0, c_0, weights)
-    varying = frozenset().union(*(_varying(value) for value in (*operands, d_y)))
-    operands = [_cast(value, varying) for value in operands]
+    varying = frozenset().union(*(varying_axes(value) for value in (*operands, d_y)))
+    operands = [as_varying(value, varying) for value in operands]
     outputs, vjp = jax.vjp(lambda *a: _reference(*a, seq_lengths, _sizes(**options)), *operands)
-    cotangents = (_cast(d, _varying(out)) for d, out in zip((d_y, d_h_n, d_c_n), outputs, strict=True))
+    cotangents = (as_varying(d, varying_axes(out)) for d, out in zip((d_y, d_h_n, d_c_n), outputs, strict=True))
     return vjp(tuple(cotangents))
-
-
-def _varying(value) -> frozenset:
-    return jax.typeof(value).manual_axis_type.varying
-
-
-def _cast(value, axes: frozenset):
-    """`value` typed as varying over `axes` (over which it may be typed as equal on every device)."""
-    missing = tuple(sorted(axes - _varying(value)))
-    return jax.lax.pcast(value, missing, to="varying") if missing else value
 
 
 def _primitive(name, type_rule, compute):
@@ -78,10 +71,17 @@ _FORWARD = _primitive("rnn_fwd_reference", _forward_type, _forward)
 _BACKWARD = _primitive("rnn_bwd_reference", _backward_type, _backward)
 
 
+# The first lines of a `python -c` script that runs model.lstm=cudnn on the stand-in.
+SCRIPT_PREAMBLE = """
+import sys
+sys.path.insert(0, "tests")
+import cudnn_reference
+cudnn_reference.install(setattr)
+"""
+
+
 def install(setattr) -> None:
     """Makes model.lstm=cudnn run on this machine; `setattr` is pytest's monkeypatch.setattr (or the builtin)."""
-    from abcjax import cudnn_lstm
-
     setattr(rnn, "rnn_fwd_p", _FORWARD)
     setattr(rnn, "rnn_bwd_p", _BACKWARD)
     setattr(cudnn_lstm, "cudnn_available", lambda: True)

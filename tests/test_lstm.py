@@ -1,5 +1,6 @@
 """Every fast path computes what the plain reference LSTM computes: outputs and gradients in float32."""
 
+import cudnn_reference
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,18 +95,15 @@ def test_cudnn_lstm_refuses_matmul_precisions_that_jax_cudnn_cannot_honour(cudnn
 
 # Two CPU devices, each with half the batch and the same (replicated) weights, around the stand-in
 # for cuDNN: the weights' gradient must be the whole batch's, summed over the devices.
-REPLICATED_WEIGHTS_GRADIENT = """
-import sys
-sys.path.insert(0, "tests")
-import cudnn_reference
+REPLICATED_WEIGHTS_GRADIENT = (
+    cudnn_reference.SCRIPT_PREAMBLE
+    + """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from abcjax.cudnn_lstm import check_runs_here, cudnn_lstm
-from abcjax.errors import AbcjaxError
+from abcjax.cudnn_lstm import cudnn_lstm
 from abcjax.lstm import reference_lstm
 from abcjax.model import input_projection
 
-cudnn_reference.install(setattr)
 keys = jax.random.split(jax.random.PRNGKey(0), 3)
 inputs = jax.random.normal(keys[0], (6, 4, 5))  # [time, batch, features]
 input_kernel, kernel = jax.random.normal(keys[1], (5, 32)) / 3, jax.random.normal(keys[2], (8, 32)) / 3
@@ -128,6 +126,7 @@ got = per_device((input_kernel, kernel), jax.device_put(inputs, NamedSharding(me
 want = jax.grad(loss, 1)(reference, (input_kernel, kernel), inputs)
 print(max(float(np.abs(g - w).max() / np.abs(w).max()) for g, w in zip(got, want)))
 """
+)
 
 
 def test_cudnn_lstm_sums_the_gradient_of_weights_shared_by_the_devices():

@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 
+import cudnn_reference
 import jax
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -32,6 +33,14 @@ def _relative_difference(a, b):
     return abs(a - b) / max(abs(a), abs(b))
 
 
+def _assert_same_losses(metrics, expected):
+    """Two runs' logged steps agree: train loss, gradient norm and eval loss within 1e-4 relative."""
+    assert [m["step"] for m in metrics] == [m["step"] for m in expected]
+    for got, want in zip(metrics, expected, strict=True):
+        for key in ("train_loss", "grad_norm") + (("eval_loss",) if "eval_loss" in want else ()):
+            assert _relative_difference(got[key], want[key]) <= 1e-4, (want["step"], key)
+
+
 @pytest.mark.parametrize("dropout", ["0.0", "0.3"])
 def test_one_and_four_devices_give_the_same_losses(tmp_path, dropout):
     """Same batches and, with dropout, the same masks: each row's mask follows its place in the batch."""
@@ -52,10 +61,8 @@ def test_one_and_four_devices_give_the_same_losses(tmp_path, dropout):
         assert result.returncode == 0, result.stderr
         assert f"over {devices} CPU device" in result.stdout
         runs[devices] = _metrics(workdir)
-    assert [m["step"] for m in runs[1]] == [m["step"] for m in runs[4]] == [1, 2, 3, 4, 5, 6]
-    for one, four in zip(runs[1], runs[4], strict=True):
-        for key in ("train_loss", "grad_norm") + (("eval_loss",) if "eval_loss" in one else ()):
-            assert _relative_difference(one[key], four[key]) <= 1e-4, (one["step"], key)
+    assert [m["step"] for m in runs[1]] == [1, 2, 3, 4, 5, 6]
+    _assert_same_losses(runs[4], runs[1])
     assert runs[1][-1]["train_loss"] < runs[1][0]["train_loss"]
 
 
@@ -127,9 +134,7 @@ def test_cudnn_lstm_trains_as_the_fused_one_does_and_its_checkpoint_samples_on_a
             train_and_evaluate(config, tmp_path / lstm)
         runs[lstm] = _metrics(tmp_path / lstm)
     assert [m["step"] for m in runs["cudnn"]] == [1, 2, 3, 4]
-    for fused, cudnn in zip(runs["fused"], runs["cudnn"], strict=True):
-        for key in ("train_loss", "grad_norm") + (("eval_loss",) if "eval_loss" in fused else ()):
-            assert _relative_difference(fused[key], cudnn[key]) <= 1e-4, (fused["step"], key)
+    _assert_same_losses(runs["cudnn"], runs["fused"])
     tunes = tmp_path / "tunes.abc"
     result = run_abcjax("sample", "--workdir", str(tmp_path / "cudnn"), "--num_tunes", "2", "--out", str(tunes))
     assert result.returncode == 0, result.stderr
@@ -137,16 +142,15 @@ def test_cudnn_lstm_trains_as_the_fused_one_does_and_its_checkpoint_samples_on_a
 
 
 # Trains with model.lstm=cudnn over the process's devices, around JAX's reference of the cuDNN call.
-CUDNN_RUN_ON_CPU = """
-import sys
-sys.path.insert(0, "tests")
-import cudnn_reference
+CUDNN_RUN_ON_CPU = (
+    cudnn_reference.SCRIPT_PREAMBLE
+    + """
 from conftest import tiny_config
 from abcjax.train import train_and_evaluate
 
-cudnn_reference.install(setattr)
 train_and_evaluate(tiny_config("--config.train.log_every=1", "--config.model.lstm=cudnn"), {workdir!r})
 """
+)
 
 
 def test_cudnn_lstm_over_two_devices_gives_the_losses_of_one_device(tmp_path):
@@ -159,9 +163,7 @@ def test_cudnn_lstm_over_two_devices_gives_the_losses_of_one_device(tmp_path):
         assert f"over {devices} CPU device" in result.stdout
         runs[devices] = _metrics(tmp_path / str(devices))
     assert [m["step"] for m in runs[2]] == [1, 2, 3, 4]
-    for one, two in zip(runs[1], runs[2], strict=True):
-        for key in ("train_loss", "grad_norm"):
-            assert _relative_difference(one[key], two[key]) <= 1e-4, (one["step"], key)
+    _assert_same_losses(runs[2], runs[1])
 
 
 def test_cudnn_lstm_off_an_nvidia_gpu_is_one_line_and_leaves_no_workdir(tmp_path):
