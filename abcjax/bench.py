@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from abcjax import corpus, cudnn_lstm, data, host_memory, parallel, sample, steps, torch_peer
+from abcjax import corpus, cpu_kernels, cudnn_lstm, data, host_memory, parallel, sample, steps, torch_peer
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, ModelConfig, make_decoder, zero_carries
 
@@ -61,6 +61,7 @@ def run_bench(
         "devices": jax.device_count(),
         "dtype": config.model.dtype,
         "host_allocator": host_memory.allocator_in_effect(),
+        "cpu_kernels": _cpu_kernels_in_use(config.model.lstm),
         "compile_seconds": round(abcjax_side.compile_seconds, 3),
         "train_chars_per_sec": round(train_rate["abcjax"], 1),
         "sample_chars_per_sec": round(sample_rate["abcjax"], 1),
@@ -83,6 +84,15 @@ def run_bench(
         ),
         "sample_speedup_vs_seed": round(sample_rate["abcjax"] / seed_rate, 1),
     }
+
+
+def _cpu_kernels_in_use(implementation: str) -> str:
+    """Whether the LSTM's gate arithmetic ran in abcjax's compiled CPU kernels, and if not, why."""
+    if jax.default_backend() != "cpu":
+        return "not used off the CPU"
+    if implementation != "fused":
+        return f"not used by model.lstm={implementation}"
+    return cpu_kernels.status()
 
 
 def _torch_device() -> str:

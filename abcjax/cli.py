@@ -95,9 +95,10 @@ def _add_process_flags(parser: argparse.ArgumentParser) -> None:
 def _set_up_jax(args: argparse.Namespace) -> None:
     """Sets up host memory and joins a multi-process run before JAX computes, then turns on the
     compilation cache."""
-    from abcjax import compilation_cache, host_memory, parallel
+    from abcjax import compilation_cache, cpu_kernels, host_memory, parallel
 
     host_memory.configure_host_allocator()
+    cpu_kernels.status()  # a bad ABCJAX_CPU_KERNELS is refused before any work
 
     if args.command in ("train", "sample"):
         parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)

@@ -20,6 +20,7 @@ from jax.experimental import rnn
 
 from abcjax.errors import AbcjaxError
 from abcjax.lstm import LstmCarry
+from abcjax.shard_types import as_varying, varying_axes
 
 
 def cudnn_available() -> bool:
@@ -123,17 +124,6 @@ def _cudnn_backward(residuals, cotangents):
         **_sizes(x, h_0), precision=None, residuals=residuals, gradients=cotangents
     )
     return d_x, d_h_0, d_c_0, d_weights
-
-
-def varying_axes(value) -> frozenset:
-    """The shard_map axes over which `value` differs from device to device (none outside shard_map)."""
-    return jax.typeof(value).manual_axis_type.varying
-
-
-def as_varying(value, axes: frozenset):
-    """`value` typed as differing from device to device over `axes` (it may be typed over fewer)."""
-    missing = tuple(sorted(axes - varying_axes(value)))
-    return jax.lax.pcast(value, missing, to="varying") if missing else value
 
 
 _cudnn_call.defvjp(_cudnn_forward, _cudnn_backward)

@@ -8,7 +8,9 @@ dimension is the batch) plus a read and write of the whole 16 MB accumulator, pe
 reverse scan only carries the gradient through time (one [batch, 4*hidden] x [4*hidden, hidden]
 matmul per step) and keeps each step's gate gradients; the recurrent-weight gradient is then one
 large matmul over all steps at once, which runs near the machine's matmul peak. On a 2-core CPU
-this makes the backward pass of the default model's LSTM about 2.5x faster.
+this makes the backward pass of the default model's LSTM about 2.5x faster. On the CPU, each step's
+gate arithmetic (forward and backward) is one call of abcjax's compiled kernels
+(abcjax/cpu_kernels.py) where they are built, and XLA's elsewhere: the same arithmetic either way.
 
 Both take gate inputs already holding x @ W_in + b (one large matmul outside the scan, laid out
 [time, batch, 4*hidden]) and return (final carry, hidden states [time, batch, hidden]). Gates are
@@ -19,10 +21,14 @@ matmul dtype.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from abcjax import cpu_kernels
+from abcjax.shard_types import as_varying, varying_axes
 
 LstmCarry = tuple[jax.Array, jax.Array]  # (cell [batch, hidden] float32, hidden [batch, hidden] float32)
 
@@ -86,17 +92,42 @@ def _forward_saving_gates(recurrent_kernel, gate_inputs, carry, dtype):
       pass's weight-gradient matmul reads without a transpose.
     """
     time_steps, batch, width = gate_inputs.shape  # width: 4*hidden
-    kernel_t = recurrent_kernel.astype(dtype).T  # [4*hidden, hidden]
     cell0, hidden0 = carry
-    # Built from hidden0, so that under shard_map it has the carry's (device-varying) type.
-    previous_hiddens = jnp.broadcast_to(
-        jnp.zeros_like(hidden0.T, jnp.float32)[:, None], (width // 4, time_steps, batch)
+    # Typed like every operand, so that under shard_map each loop's carry keeps one type.
+    varying = frozenset().union(*map(varying_axes, (recurrent_kernel, gate_inputs, cell0, hidden0)))
+    operands = (
+        as_varying(recurrent_kernel.astype(dtype).T, varying),  # [4*hidden, hidden]
+        as_varying(gate_inputs.astype(jnp.float32), varying),
+        as_varying(cell0.T, varying),
+        as_varying(hidden0.T, varying),
     )
+    cell, hidden, buffer, outputs, cells, previous_hiddens = _on_cpu_by_kernels(
+        _forward_scan_with_kernels, _forward_scan, *operands
+    )
+    activations = buffer.reshape(time_steps, width, batch)
+    return (cell.T, hidden.T), outputs, (activations, cells, previous_hiddens)
+
+
+def _on_cpu_by_kernels(with_kernels: Callable, by_xla: Callable, *operands):
+    """by_xla(*operands), or with_kernels(*operands) where the program runs on the CPU and the
+    compiled kernels are in use (decided when the program is lowered for its platform)."""
+    if not cpu_kernels.in_use():
+        return by_xla(*operands)
+    return jax.lax.platform_dependent(*operands, cpu=with_kernels, default=by_xla)
+
+
+def _forward_scan(kernel_t, buffer, cell, hidden):
+    """The forward recurrence with XLA's kernels: (final cell, final hidden, buffer with the
+    activations, outputs [time, batch, hidden], cells [time, hidden, batch], previous hiddens
+    [hidden, time, batch])."""
+    time_steps, batch, width = buffer.shape
+    # Built from hidden, so that under shard_map it has the carry's (device-varying) type.
+    previous_hiddens = jnp.broadcast_to(jnp.zeros_like(hidden)[:, None], (width // 4, time_steps, batch))
 
     def step(loop, t):
         cell, hidden, buffer, previous_hiddens = loop  # cell and hidden [hidden, batch]
         step_inputs = jax.lax.dynamic_index_in_dim(buffer, t, keepdims=False)  # [batch, 4*hidden]
-        gates = jnp.dot(kernel_t, hidden.astype(dtype), preferred_element_type=jnp.float32) + step_inputs.T
+        gates = jnp.dot(kernel_t, hidden.astype(kernel_t.dtype), preferred_element_type=jnp.float32) + step_inputs.T
         input_gate, forget_gate, candidate, output_gate = jnp.split(gates, 4, axis=0)
         input_gate, forget_gate, output_gate = map(jax.nn.sigmoid, (input_gate, forget_gate, output_gate))
         candidate = jnp.tanh(candidate)
@@ -107,10 +138,27 @@ def _forward_saving_gates(recurrent_kernel, gate_inputs, carry, dtype):
         hidden = output_gate * jnp.tanh(cell)
         return (cell, hidden, buffer, previous_hiddens), (hidden.T, cell)
 
-    loop = (cell0.T, hidden0.T, gate_inputs.astype(jnp.float32), previous_hiddens)
+    loop = (cell, hidden, buffer, previous_hiddens)
     (cell, hidden, buffer, previous_hiddens), (outputs, cells) = jax.lax.scan(step, loop, jnp.arange(time_steps))
-    activations = buffer.reshape(time_steps, width, batch)
-    return (cell.T, hidden.T), outputs, (activations, cells, previous_hiddens)
+    return cell, hidden, buffer, outputs, cells, previous_hiddens
+
+
+def _forward_scan_with_kernels(kernel_t, buffer, cell, hidden):
+    """_forward_scan's results, each step's gate arithmetic and writes in one call of
+    cpu_kernels.forward_step."""
+    time_steps, batch, width = buffer.shape
+    shapes = ((time_steps, batch, width // 4), (time_steps, width // 4, batch), (width // 4, time_steps, batch))
+    outputs, cells, previous_hiddens = (jnp.zeros_like(buffer, shape=shape) for shape in shapes)
+
+    def step(loop, t):
+        cell, hidden, *buffers = loop
+        recurrent = jnp.dot(kernel_t, hidden.astype(kernel_t.dtype), preferred_element_type=jnp.float32)
+        *buffers, cell, hidden = cpu_kernels.forward_step(recurrent, t, cell, hidden, *buffers)
+        return (cell, hidden, *buffers), None
+
+    loop = (cell, hidden, buffer, outputs, cells, previous_hiddens)
+    cell, hidden, buffer, outputs, cells, previous_hiddens = jax.lax.scan(step, loop, jnp.arange(time_steps))[0]
+    return cell, hidden, buffer, outputs, cells, previous_hiddens
 
 
 def _fused_forward(recurrent_kernel, gate_inputs, carry, dtype):
@@ -126,8 +174,36 @@ def _fused_backward(dtype, residuals, cotangents):
     recurrent_kernel, (cell0, hidden0), activations, cells, previous_hiddens = residuals
     (d_cell_last, d_hidden_last), d_outputs = cotangents
     time_steps, width, batch = activations.shape  # width: 4*hidden
-    kernel = recurrent_kernel.astype(dtype)  # [hidden, 4*hidden]
-    previous_cells = jnp.concatenate([cell0.T[None], cells[:-1]])  # c_{t-1} for every t, [time, hidden, batch]
+    operands = (
+        recurrent_kernel.astype(dtype),  # [hidden, 4*hidden]
+        activations,
+        cells,
+        cell0.T.astype(jnp.float32),
+        d_outputs.astype(jnp.float32),
+        d_hidden_last.T.astype(jnp.float32),
+        d_cell_last.T.astype(jnp.float32),
+    )
+    varying = frozenset().union(*map(varying_axes, operands))
+    d_hidden0, d_cell0, d_gates = _on_cpu_by_kernels(
+        _backward_scan_with_kernels, _backward_scan, *(as_varying(operand, varying) for operand in operands)
+    )  # d_gates [time, batch, 4*hidden]
+    d_gates = d_gates.reshape(time_steps * batch, width)  # rows in (time, batch) order
+    d_kernel = jnp.dot(
+        previous_hiddens.reshape(-1, time_steps * batch).astype(dtype),
+        d_gates.astype(dtype),
+        preferred_element_type=jnp.float32,
+    )
+    return (
+        d_kernel.astype(recurrent_kernel.dtype),
+        d_gates.reshape(time_steps, batch, width).astype(dtype),
+        (d_cell0.T.astype(cell0.dtype), d_hidden0.T.astype(hidden0.dtype)),
+    )
+
+
+def _backward_scan(kernel, activations, cells, cell0, d_outputs, d_hidden_last, d_cell_last):
+    """The reverse recurrence with XLA's kernels: (gradient of the initial hidden state and cell
+    [hidden, batch], gate gradients [time, batch, 4*hidden])."""
+    previous_cells = jnp.concatenate([cell0[None], cells[:-1]])  # c_{t-1} for every t, [time, hidden, batch]
 
     def reverse_step(carry, step):
         d_hidden_next, d_cell_next = carry  # [hidden, batch]
@@ -144,26 +220,29 @@ def _fused_backward(dtype, residuals, cotangents):
                 d_hidden * tanh_cell * output_gate * (1.0 - output_gate),
             ]
         )
-        d_hidden_previous = jnp.dot(kernel, d_gates.astype(dtype), preferred_element_type=jnp.float32)
+        d_hidden_previous = jnp.dot(kernel, d_gates.astype(kernel.dtype), preferred_element_type=jnp.float32)
         return (d_hidden_previous, d_cell * forget_gate), d_gates.T
 
     (d_hidden0, d_cell0), d_gates = jax.lax.scan(
-        reverse_step,
-        (d_hidden_last.T.astype(jnp.float32), d_cell_last.T.astype(jnp.float32)),
-        (d_outputs.astype(jnp.float32), activations, cells, previous_cells),
-        reverse=True,
-    )  # d_gates [time, batch, 4*hidden]
-    d_gates = d_gates.reshape(time_steps * batch, width)  # rows in (time, batch) order
-    d_kernel = jnp.dot(
-        previous_hiddens.reshape(-1, time_steps * batch).astype(dtype),
-        d_gates.astype(dtype),
-        preferred_element_type=jnp.float32,
+        reverse_step, (d_hidden_last, d_cell_last), (d_outputs, activations, cells, previous_cells), reverse=True
     )
-    return (
-        d_kernel.astype(recurrent_kernel.dtype),
-        d_gates.reshape(time_steps, batch, width).astype(dtype),
-        (d_cell0.T.astype(cell0.dtype), d_hidden0.T.astype(hidden0.dtype)),
-    )
+    return d_hidden0, d_cell0, d_gates
+
+
+def _backward_scan_with_kernels(kernel, activations, cells, cell0, d_outputs, d_hidden_last, d_cell_last):
+    """_backward_scan's results, each step's gate arithmetic in one call of
+    cpu_kernels.backward_step, which writes the gate gradients over the step's activations."""
+    time_steps, width, batch = activations.shape
+
+    def reverse_step(loop, t):
+        d_hidden, d_cell, buffer = loop
+        buffer, d_gates, d_cell = cpu_kernels.backward_step(d_outputs, t, d_hidden, d_cell, cells, cell0, buffer)
+        d_hidden = jnp.dot(kernel, d_gates.astype(kernel.dtype), preferred_element_type=jnp.float32)
+        return (d_hidden, d_cell, buffer), None
+
+    loop = (d_hidden_last, d_cell_last, activations)
+    d_hidden0, d_cell0, buffer = jax.lax.scan(reverse_step, loop, jnp.arange(time_steps), reverse=True)[0]
+    return d_hidden0, d_cell0, buffer.reshape(time_steps, batch, width)
 
 
 fused_lstm.defvjp(_fused_forward, _fused_backward)

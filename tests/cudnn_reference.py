@@ -17,7 +17,7 @@ from jax.experimental import rnn
 from jax.interpreters import mlir
 
 from abcjax import cudnn_lstm
-from abcjax.cudnn_lstm import as_varying, varying_axes
+from abcjax.shard_types import as_varying, varying_axes
 
 RESERVE_SPACE = 8  # cuDNN's workspace between forward and backward; the reference keeps none
 

@@ -16,6 +16,7 @@ KEYS = {
     "devices",
     "dtype",
     "host_allocator",
+    "cpu_kernels",
     "compile_seconds",
     "train_chars_per_sec",
     "sample_chars_per_sec",
@@ -39,7 +40,8 @@ def test_bench_json_reports_every_figure_over_all_devices_and_fills_the_compilat
     assert (report["backend"], report["devices"]) == ("cpu", 2)
     assert report["host_allocator"] == "reuse"  # the CLI applies it; tests/test_host_memory.py checks what it does
     assert report["dtype"] == "float32"
-    assert all(report[key] > 0 for key in KEYS - {"backend", "devices", "dtype", "host_allocator"})
+    assert report["cpu_kernels"] == "on"  # built by the install, as tests/test_lstm.py requires
+    assert all(report[key] > 0 for key in KEYS - {"backend", "devices", "dtype", "host_allocator", "cpu_kernels"})
     # Every tune is exactly --sample_length characters (no early stop); the figures are rounded.
     assert abs(report["sample_chars_per_sec"] / report["sample_tunes_per_sec"] - 5) < 0.01
     assert any((tmp_path / "cache").iterdir())

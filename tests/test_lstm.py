@@ -6,12 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from abcjax import cpu_kernels
 from abcjax.config import LSTM_IMPLEMENTATIONS
 from abcjax.cudnn_lstm import check_runs_here, cudnn_lstm
 from abcjax.errors import AbcjaxError
 from abcjax.lstm import fused_lstm, reference_lstm, run_lstm
 from abcjax.model import CharLstm, ModelConfig, init_params, input_projection, make_decoder, zero_carries
-from conftest import run_python
+from conftest import TINY_CONFIG, run_abcjax, run_python
 
 TOLERANCE = 1e-5  # relative, in float32
 
@@ -42,12 +43,20 @@ def _fused_f32(kernel, gate_inputs, carry):
     return fused_lstm(kernel, gate_inputs, carry, jnp.dtype(jnp.float32))
 
 
-def test_fused_lstm_outputs_and_final_carry_match_the_reference():
+@pytest.fixture(params=["on", "off"], ids=["cpu_kernels", "xla_kernels"])
+def gate_arithmetic(request, monkeypatch):
+    """The fused LSTM's gate arithmetic by abcjax's compiled CPU kernels, then by XLA's own. The
+    kernels must be built: .ci/run installs a C++ compiler."""
+    monkeypatch.setenv(cpu_kernels.ENV_VARIABLE, request.param)
+    assert cpu_kernels.in_use() == (request.param == "on"), cpu_kernels.status()
+
+
+def test_fused_lstm_outputs_and_final_carry_match_the_reference(gate_arithmetic):
     kernel, gate_inputs, carry = _lstm_inputs()
     assert_close(_fused_f32(kernel, gate_inputs, carry), reference_lstm(kernel, gate_inputs, carry))
 
 
-def test_fused_lstm_gradients_match_the_reference():
+def test_fused_lstm_gradients_match_the_reference(gate_arithmetic):
     """Kernel, gate inputs and initial carry: the three things its hand-written backward pass returns."""
     kernel, gate_inputs, carry = _lstm_inputs(time=12, batch=4, hidden=32, seed=1)
     expected = jax.grad(lambda *a: _weighted_sum(reference_lstm, *a), argnums=(0, 1, 2))(kernel, gate_inputs, carry)
@@ -55,12 +64,45 @@ def test_fused_lstm_gradients_match_the_reference():
     assert_close(actual, expected)
 
 
-def test_fused_lstm_in_bfloat16_stays_near_float32():
+def test_fused_lstm_in_bfloat16_stays_near_float32(gate_arithmetic):
     kernel, gate_inputs, carry = _lstm_inputs()
     expected = reference_lstm(kernel, gate_inputs, carry)
     actual = run_lstm("fused", kernel, gate_inputs.astype(jnp.bfloat16), carry, jnp.bfloat16)
     assert actual[1].dtype == jnp.float32  # the state stays float32
     assert_close(actual, expected, tolerance=0.05)
+
+
+@pytest.mark.parametrize("batch, hidden", [(32, 64), (19, 150), (1, 5)])
+def test_cpu_kernels_match_the_reference_on_whole_tiles_edges_and_several_chunks(batch, hidden, monkeypatch):
+    """The kernels transpose 16 x 16 tiles in registers and what is left one float at a time, and
+    split the units into chunks of 64 over the threads: shapes that take each of those paths."""
+    monkeypatch.setenv(cpu_kernels.ENV_VARIABLE, "on")
+    kernel, gate_inputs, carry = _lstm_inputs(time=5, batch=batch, hidden=hidden, seed=4)
+    assert_close(_fused_f32(kernel, gate_inputs, carry), reference_lstm(kernel, gate_inputs, carry))
+    expected = jax.grad(lambda *a: _weighted_sum(reference_lstm, *a), argnums=(0, 1, 2))(kernel, gate_inputs, carry)
+    actual = jax.grad(lambda *a: _weighted_sum(_fused_f32, *a), argnums=(0, 1, 2))(kernel, gate_inputs, carry)
+    assert_close(actual, expected)
+
+
+def test_the_compiled_program_calls_the_cpu_kernels_only_when_they_are_on(monkeypatch):
+    """The setting is read when the program is traced (a new function each time: JAX keeps traces)."""
+    kernel, gate_inputs, carry = _lstm_inputs()
+    for setting, calls in (("on", True), ("off", False)):
+        monkeypatch.setenv(cpu_kernels.ENV_VARIABLE, setting)
+        gradient = jax.grad(lambda *a: _weighted_sum(_fused_f32, *a), argnums=(0, 1, 2))
+        program = jax.jit(gradient).lower(kernel, gate_inputs, carry).as_text()
+        assert ("abcjax_lstm_forward_step" in program, "abcjax_lstm_backward_step" in program) == (calls, calls)
+
+
+def test_a_bad_cpu_kernels_setting_or_a_missing_library_is_said_in_one_line(tmp_path):
+    with pytest.raises(AbcjaxError, match="ABCJAX_CPU_KERNELS='fast' is not one of on, off: unset it, or pick one"):
+        cpu_kernels.status({"ABCJAX_CPU_KERNELS": "fast"})
+    assert cpu_kernels.status({"ABCJAX_CPU_KERNELS": "off"}) == "off (ABCJAX_CPU_KERNELS=off)"
+    assert cpu_kernels.status({}, directory=tmp_path).startswith("off (not built: reinstall abcjax where a C++")
+    result = run_abcjax("bench", "--config", str(TINY_CONFIG), variables={"ABCJAX_CPU_KERNELS": "fast"})
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("abcjax: error: ABCJAX_CPU_KERNELS='fast' is not one of on, off")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def _cudnn_from_inputs(inputs, input_kernel, bias):
@@ -140,7 +182,9 @@ def _model(lstm, layers=2, dropout=0.0):
 
 
 @pytest.mark.parametrize("lstm", LSTM_IMPLEMENTATIONS)
-def test_every_configured_implementation_gives_the_reference_logits_and_gradients(lstm, cudnn_anywhere):
+def test_every_configured_implementation_gives_the_reference_logits_and_gradients(
+    lstm, cudnn_anywhere, gate_arithmetic
+):
     """Two layers: the first fed from the embedding table, the second from the first's outputs."""
     params = init_params(_model("reference"), jax.random.PRNGKey(2))
     tokens = jax.random.randint(jax.random.PRNGKey(3), (4, 9), 0, 13)

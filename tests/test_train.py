@@ -66,6 +66,16 @@ def test_one_and_four_devices_give_the_same_losses(tmp_path, dropout):
     assert runs[1][-1]["train_loss"] < runs[1][0]["train_loss"]
 
 
+def test_the_cpu_kernels_train_as_xla_kernels_do(tmp_path, monkeypatch):
+    runs = {}
+    for setting in ("off", "on"):
+        monkeypatch.setenv("ABCJAX_CPU_KERNELS", setting)
+        train_and_evaluate(tiny_config("--config.train.log_every=1"), tmp_path / setting)
+        runs[setting] = _metrics(tmp_path / setting)
+    assert [m["step"] for m in runs["on"]] == [1, 2, 3, 4]
+    _assert_same_losses(runs["on"], runs["off"])
+
+
 def test_resume_matches_uninterrupted_run(tmp_path):
     straight = train_and_evaluate(tiny_config("--config.train.steps=12"), tmp_path / "straight")
     train_and_evaluate(tiny_config("--config.train.steps=6"), tmp_path / "resumed")
