@@ -2,7 +2,8 @@
 package is pure Python, described in pyproject.toml.
 
 The kernels are optional: where they do not compile (no C++ compiler, or one without GCC's vector
-extensions) the install still succeeds, and abcjax runs the same arithmetic in XLA's own kernels.
+builtins, such as Clang) the install still succeeds, and abcjax runs the same arithmetic in XLA's
+own kernels.
 """
 
 from setuptools import Extension, setup

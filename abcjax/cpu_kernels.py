@@ -72,7 +72,9 @@ def _call(target: str, result_shapes: list[tuple[int, ...]], operands: list, ali
     varying = frozenset().union(*map(varying_axes, operands))
     operands = [as_varying(operand, varying) for operand in operands]
     results = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in result_shapes]
-    outputs = jax.ffi.ffi_call(target, results, input_output_aliases=aliases)(*operands)
+    # Under jax.vmap (nothing vmaps these today) each example would be its own call.
+    call = jax.ffi.ffi_call(target, results, input_output_aliases=aliases, vmap_method="sequential")
+    outputs = call(*operands)
     return [as_varying(output, varying) for output in outputs]
 
 
@@ -102,6 +104,7 @@ def backward_step(d_outputs, step, d_hidden, d_cell, cells, initial_cell, buffer
     gradients batch-major ([B, 4H]).
     """
     units, batch = d_cell.shape
-    shapes = [buffer.shape, (4 * units, batch), (units, batch)]
+    shapes = [buffer.shape, (4 * units, batch), (units, batch), (units, batch)]
     operands = [d_outputs, step.astype(jnp.int32), d_hidden, d_cell, cells, initial_cell, buffer]
-    return tuple(_call(_BACKWARD_TARGET, shapes, operands, {6: 0}))
+    *results, _scratch = _call(_BACKWARD_TARGET, shapes, operands, {6: 0})
+    return tuple(results)

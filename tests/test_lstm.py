@@ -1,5 +1,7 @@
 """Every fast path computes what the plain reference LSTM computes: outputs and gradients in float32."""
 
+import functools
+
 import cudnn_reference
 import jax
 import jax.numpy as jnp
@@ -82,6 +84,16 @@ def test_cpu_kernels_match_the_reference_on_whole_tiles_edges_and_several_chunks
     expected = jax.grad(lambda *a: _weighted_sum(reference_lstm, *a), argnums=(0, 1, 2))(kernel, gate_inputs, carry)
     actual = jax.grad(lambda *a: _weighted_sum(_fused_f32, *a), argnums=(0, 1, 2))(kernel, gate_inputs, carry)
     assert_close(actual, expected)
+
+
+def test_the_fused_lstm_under_vmap_gives_each_example_its_own_result(gate_arithmetic):
+    kernel, gate_inputs, carry = _lstm_inputs(time=4, batch=2, hidden=16, seed=5)
+    stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x, x * 0.5]), (gate_inputs, carry))
+    batched = jax.vmap(lambda g, c: _fused_f32(kernel, g, c))(*stacked)
+    for example in range(2):
+        pick = functools.partial(lambda index, x: x[index], example)
+        one = jax.tree_util.tree_map(pick, stacked)
+        assert_close(jax.tree_util.tree_map(pick, batched), reference_lstm(kernel, *one))
 
 
 def test_the_compiled_program_calls_the_cpu_kernels_only_when_they_are_on(monkeypatch):

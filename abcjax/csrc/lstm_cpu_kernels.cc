@@ -215,17 +215,17 @@ struct BackwardStep {
   float* row;                    // [W, B] activations in, [B, W] gate gradients out
   float* d_gates;                // [W, B]
   float* d_cell_previous;        // [H, B]
+  float* d_output;               // [H, B] scratch: the output gradients, feature-major
 
   ABCJAX_CLONES void units(int64_t first, int64_t end) const {
     const int64_t n = hidden * batch;
     // This chunk's output gradients, transposed to feature-major.
-    std::unique_ptr<float[]> d_output(new float[(end - first) * batch]);
-    transpose(d_output_row + first, hidden, d_output.get(), batch, batch, end - first);
+    transpose(d_output_row + first, hidden, d_output + first * batch, batch, batch, end - first);
     for (int64_t k = first * batch; k < end * batch; k += kLanes) {
       const Lanes v{std::min(kLanes, end * batch - k)};
       Floats i = v.load(row + k), f = v.load(row + n + k), g = v.load(row + 2 * n + k), o = v.load(row + 3 * n + k);
       Floats tanh_cell = tanh(v.load(cell + k));
-      Floats d_hidden = v.load(d_output.get() + (k - first * batch)) + v.load(d_hidden_next + k);
+      Floats d_hidden = v.load(d_output + k) + v.load(d_hidden_next + k);
       Floats d_cell = v.load(d_cell_next + k) + d_hidden * o * (1.0f - tanh_cell * tanh_cell);
       v.store(d_gates + k, d_cell * g * i * (1.0f - i));
       v.store(d_gates + n + k, d_cell * v.load(previous_cell + k) * f * (1.0f - f));
@@ -281,7 +281,7 @@ ffi::Error forward_step(ffi::ThreadPool pool, F32 recurrent, ffi::Buffer<ffi::S3
 // by the gate gradients; the gate gradients feature-major and the cell gradient carried back out.
 ffi::Error backward_step(ffi::ThreadPool pool, F32 d_outputs, ffi::Buffer<ffi::S32> step, F32 d_hidden_next,
                          F32 d_cell_next, F32 cells, F32 initial_cell, F32, F32Result buffer, F32Result d_gates,
-                         F32Result d_cell_previous) {
+                         F32Result d_cell_previous, F32Result scratch) {
   const auto dims = buffer->dimensions();
   const int64_t time_steps = dims[0], units = dims[1] / 4, batch = dims[2];
   const int64_t t = step.typed_data()[0];
@@ -296,7 +296,8 @@ ffi::Error backward_step(ffi::ThreadPool pool, F32 d_outputs, ffi::Buffer<ffi::S
                        t == 0 ? initial_cell.typed_data() : cells.typed_data() + (t - 1) * n,
                        buffer->typed_data() + t * 4 * n,
                        d_gates->typed_data(),
-                       d_cell_previous->typed_data()};
+                       d_cell_previous->typed_data(),
+                       scratch->typed_data()};
   parallel_units(pool, units, [&](int64_t first, int64_t end) { s.units(first, end); });
   // Row t's activations are all read before the gradients overwrite them.
   parallel_units(pool, units, [&](int64_t first, int64_t end) { s.write_batch_major(first, end); });
@@ -336,4 +337,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AbcjaxLstmBackwardStep, backward_step,
                                   .Arg<F32>()  // buffer [T, W, B], aliased to the first result
                                   .Ret<F32>()
                                   .Ret<F32>()  // d_gates [W, B]
-                                  .Ret<F32>());  // d_cell_previous [H, B]
+                                  .Ret<F32>()  // d_cell_previous [H, B]
+                                  .Ret<F32>());  // scratch [H, B]
