@@ -5,7 +5,8 @@ XLA:CPU runs a step's gate arithmetic as about ten small kernels, several single
 thread-pool round trip each; these do it in one vectorized pass on every core. `pip install`
 compiles them into abcjax/_lstm_cpu_kernels*.so (setup.py). Where that could not be done (no C++
 compiler), or with ABCJAX_CPU_KERNELS=off, abcjax runs the same arithmetic as XLA's kernels, and
-`status()` says which is in use (`abcjax bench` reports it).
+`status()` says which is in use (`abcjax bench` reports it). The sampler's one-character step uses
+a third kernel, the cell over independent rows.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CHOICES = ("on", "off")
 LIBRARY_STEM = "_lstm_cpu_kernels"
 _FORWARD_TARGET = "abcjax_lstm_forward_step"
 _BACKWARD_TARGET = "abcjax_lstm_backward_step"
+_CELL_TARGET = "abcjax_lstm_cell_step"
 
 
 PACKAGE_DIRECTORY = pathlib.Path(__file__).parent
@@ -61,19 +63,31 @@ def _load(directory: pathlib.Path) -> str | None:
         library = ctypes.CDLL(str(found[0]))
     except OSError as error:
         return f"{found[0].name} does not load ({error}): reinstall abcjax"
-    for target, symbol in ((_FORWARD_TARGET, "AbcjaxLstmForwardStep"), (_BACKWARD_TARGET, "AbcjaxLstmBackwardStep")):
+    symbols = {
+        _FORWARD_TARGET: "AbcjaxLstmForwardStep",
+        _BACKWARD_TARGET: "AbcjaxLstmBackwardStep",
+        _CELL_TARGET: "AbcjaxLstmCellStep",
+    }
+    for target, symbol in symbols.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
     return None
 
 
-def _call(target: str, result_shapes: list[tuple[int, ...]], operands: list, aliases: dict[int, int]) -> list:
+def _call(
+    target: str,
+    result_shapes: list[tuple[int, ...]],
+    operands: list,
+    aliases: dict[int, int],
+    vmap_method: str = "sequential",
+) -> list:
     """The FFI call on float32 (and int32 step) operands, its results typed for shard_map like its
-    operands: an FFI call's results get no shard_map type of their own."""
+    operands: an FFI call's results get no shard_map type of their own. Under jax.vmap, each example
+    is its own call (`sequential`), or one call takes the whole batch as leading axes
+    (`broadcast_all`, for a kernel whose rows are independent)."""
     varying = frozenset().union(*map(varying_axes, operands))
     operands = [as_varying(operand, varying) for operand in operands]
     results = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in result_shapes]
-    # Under jax.vmap (nothing vmaps these today) each example would be its own call.
-    call = jax.ffi.ffi_call(target, results, input_output_aliases=aliases, vmap_method="sequential")
+    call = jax.ffi.ffi_call(target, results, input_output_aliases=aliases, vmap_method=vmap_method)
     outputs = call(*operands)
     return [as_varying(output, varying) for output in outputs]
 
@@ -108,3 +122,10 @@ def backward_step(d_outputs, step, d_hidden, d_cell, cells, initial_cell, buffer
     operands = [d_outputs, step.astype(jnp.int32), d_hidden, d_cell, cells, initial_cell, buffer]
     *results, _scratch = _call(_BACKWARD_TARGET, shapes, operands, {6: 0})
     return tuple(results)
+
+
+def cell_step(gates, cell):
+    """The LSTM cell of the sampler's step for independent rows, batch-major: gates [..., 4H] (the
+    pre-activations) and cell [..., H] -> (new cell, new hidden). Vmapped, it is one call for all
+    the rows."""
+    return tuple(_call(_CELL_TARGET, [cell.shape, cell.shape], [gates, cell], {}, vmap_method="broadcast_all"))

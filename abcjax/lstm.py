@@ -45,6 +45,19 @@ def lstm_cell(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax.Ar
     return (cell, hidden), hidden
 
 
+def decoder_cell(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax.Array) -> tuple[LstmCarry, jax.Array]:
+    """`lstm_cell`, with the gate arithmetic in the compiled CPU kernel where it is in use: the
+    sampler's step (model.make_decoder)."""
+    return _on_cpu_by_kernels(_cell_with_kernels, lstm_cell, carry, gate_inputs, recurrent_kernel)
+
+
+def _cell_with_kernels(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax.Array):
+    cell, hidden = carry
+    recurrent = jnp.dot(hidden.astype(recurrent_kernel.dtype), recurrent_kernel, preferred_element_type=jnp.float32)
+    cell, hidden = cpu_kernels.cell_step(gate_inputs.astype(jnp.float32) + recurrent, cell)
+    return (cell, hidden), hidden
+
+
 def reference_lstm(
     recurrent_kernel: jax.Array, gate_inputs: jax.Array, carry: LstmCarry, dtype: Any = jnp.float32
 ) -> tuple[LstmCarry, jax.Array]:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from abcjax.cudnn_lstm import cudnn_lstm
-from abcjax.lstm import LstmCarry, lstm_cell, run_lstm
+from abcjax.lstm import LstmCarry, decoder_cell, run_lstm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +160,7 @@ def make_decoder(config: ModelConfig, params) -> Callable:
                 gate_inputs = first_layer_table[token]
             else:
                 gate_inputs = input_projection(hidden, layer["input_kernel"], layer["bias"], dtype)
-            carry, hidden = lstm_cell(carry, gate_inputs, kernel)
+            carry, hidden = decoder_cell(carry, gate_inputs, kernel)
             new_carries.append(carry)
         logits = jnp.dot(hidden.astype(dtype), logits_kernel) + logits_bias
         return logits.astype(jnp.float32), tuple(new_carries)

@@ -212,8 +212,9 @@ def test_every_configured_implementation_gives_the_reference_logits_and_gradient
         assert_close(loss(fast, params), loss(reference, params))
 
 
-def test_the_decoder_step_by_step_gives_the_model_logits():
-    """The sampler's one-character step (first layer from a precomputed table) against the whole sequence."""
+def test_the_decoder_step_by_step_gives_the_model_logits(gate_arithmetic):
+    """The sampler's one-character step (first layer from a precomputed table, the cell by the CPU
+    kernel or by XLA) against the whole sequence."""
     model = _model("fused")
     params = init_params(model, jax.random.PRNGKey(4))
     tokens = jax.random.randint(jax.random.PRNGKey(5), (1, 11), 0, 13)

@@ -1,5 +1,6 @@
 // The gate arithmetic of one LSTM time step on the CPU, forward and backward, as XLA FFI handlers
-// (abcjax/cpu_kernels.py registers them; abcjax/lstm.py calls them inside its scans).
+// (abcjax/cpu_kernels.py registers them; abcjax/lstm.py calls them inside its scans), and the
+// sampler's cell step over independent rows.
 //
 // Why: XLA:CPU splits a step's gate arithmetic into about ten small kernels (each sigmoid, the
 // cell update, every write into the scan's buffers), several of them single-threaded, with a
@@ -243,6 +244,31 @@ struct BackwardStep {
   }
 };
 
+// The sampler's step: one LSTM cell for independent rows (tunes), batch-major.
+struct CellStep {
+  int64_t hidden;
+  const float* gates;  // [rows, W]: pre-activations x W_in + b + h W
+  const float* cell;   // [rows, H]
+  float* new_cell;     // [rows, H]
+  float* new_hidden;   // [rows, H]
+
+  ABCJAX_CLONES void rows(int64_t first, int64_t end) const {
+    for (int64_t r = first; r < end; ++r) {
+      const float* in = gates + r * 4 * hidden;
+      for (int64_t j = 0; j < hidden; j += kLanes) {
+        const Lanes v{std::min(kLanes, hidden - j)};
+        Floats i = sigmoid(v.load(in + j));
+        Floats f = sigmoid(v.load(in + hidden + j));
+        Floats g = tanh(v.load(in + 2 * hidden + j));
+        Floats o = sigmoid(v.load(in + 3 * hidden + j));
+        Floats c = f * v.load(cell + r * hidden + j) + i * g;
+        v.store(new_cell + r * hidden + j, c);
+        v.store(new_hidden + r * hidden + j, o * tanh(c));
+      }
+    }
+  }
+};
+
 using F32 = ffi::Buffer<ffi::F32>;
 using F32Result = ffi::ResultBuffer<ffi::F32>;
 
@@ -304,6 +330,17 @@ ffi::Error backward_step(ffi::ThreadPool pool, F32 d_outputs, ffi::Buffer<ffi::S
   return ffi::Error::Success();
 }
 
+// The cell step of every row: gates [..., W] and cell [..., H] in; the new cell and hidden state
+// [..., H] out. Rows are split over the threads.
+ffi::Error cell_step(ffi::ThreadPool pool, F32 gates, F32 cell, F32Result new_cell, F32Result new_hidden) {
+  const auto dims = cell.dimensions();
+  const int64_t units = dims.size() == 0 ? 1 : dims.back();
+  const int64_t rows = units == 0 ? 0 : static_cast<int64_t>(cell.element_count()) / units;
+  const CellStep s{units, gates.typed_data(), cell.typed_data(), new_cell->typed_data(), new_hidden->typed_data()};
+  parallel_units(pool, rows, [&](int64_t first, int64_t end) { s.rows(first, end); });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AbcjaxLstmForwardStep, forward_step,
@@ -339,3 +376,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AbcjaxLstmBackwardStep, backward_step,
                                   .Ret<F32>()  // d_gates [W, B]
                                   .Ret<F32>()  // d_cell_previous [H, B]
                                   .Ret<F32>());  // scratch [H, B]
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AbcjaxLstmCellStep, cell_step,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>()  // gates [..., W]
+                                  .Arg<F32>()  // cell [..., H]
+                                  .Ret<F32>()  // new cell [..., H]
+                                  .Ret<F32>());  // new hidden [..., H]
