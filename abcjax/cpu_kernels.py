@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from abcjax.errors import AbcjaxError
-from abcjax.shard_types import as_varying, varying_axes
+from abcjax.shard_types import as_varying, typed_alike, varying_axes
 
 ENV_VARIABLE = "ABCJAX_CPU_KERNELS"
 CHOICES = ("on", "off")
@@ -84,8 +84,8 @@ def _call(
     operands: an FFI call's results get no shard_map type of their own. Under jax.vmap, each example
     is its own call (`sequential`), or one call takes the whole batch as leading axes
     (`broadcast_all`, for a kernel whose rows are independent)."""
-    varying = frozenset().union(*map(varying_axes, operands))
-    operands = [as_varying(operand, varying) for operand in operands]
+    operands = typed_alike(*operands)
+    varying = varying_axes(operands[0])
     results = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in result_shapes]
     call = jax.ffi.ffi_call(target, results, input_output_aliases=aliases, vmap_method=vmap_method)
     outputs = call(*operands)

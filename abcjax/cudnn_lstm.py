@@ -20,7 +20,7 @@ from jax.experimental import rnn
 
 from abcjax.errors import AbcjaxError
 from abcjax.lstm import LstmCarry
-from abcjax.shard_types import as_varying, varying_axes
+from abcjax.shard_types import as_varying, typed_alike, varying_axes
 
 
 def cudnn_available() -> bool:
@@ -90,8 +90,7 @@ def cudnn_lstm(
     # cuDNN returns each device's own gradient of every operand. Typing them all as varying as the
     # most varying one makes JAX sum over the devices the gradient of any that is the same on every
     # device (the transpose of this cast), as it would for any other computation.
-    varying = frozenset().union(*map(varying_axes, operands))
-    outputs, final_hidden, final_cell = _cudnn_call(*(as_varying(operand, varying) for operand in operands))
+    outputs, final_hidden, final_cell = _cudnn_call(*typed_alike(*operands))
     return (final_cell[0], final_hidden[0]), outputs.transpose(1, 0, 2)
 
 

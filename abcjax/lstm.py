@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from abcjax import cpu_kernels
-from abcjax.shard_types import as_varying, varying_axes
+from abcjax.shard_types import typed_alike
 
 LstmCarry = tuple[jax.Array, jax.Array]  # (cell [batch, hidden] float32, hidden [batch, hidden] float32)
 
@@ -36,13 +36,18 @@ LstmCarry = tuple[jax.Array, jax.Array]  # (cell [batch, hidden] float32, hidden
 def lstm_cell(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax.Array) -> tuple[LstmCarry, jax.Array]:
     """One time step. gate_inputs [batch, 4*hidden] already holds x @ W_in + b."""
     cell, hidden = carry
-    # A float32 result also keeps bfloat16 matmuls on the CPU's native bf16 -> f32 kernels.
-    recurrent = jnp.dot(hidden.astype(recurrent_kernel.dtype), recurrent_kernel, preferred_element_type=jnp.float32)
-    gates = gate_inputs.astype(jnp.float32) + recurrent
+    gates = _pre_activations(hidden, gate_inputs, recurrent_kernel)
     input_gate, forget_gate, candidate, output_gate = jnp.split(gates, 4, axis=-1)
     cell = jax.nn.sigmoid(forget_gate) * cell + jax.nn.sigmoid(input_gate) * jnp.tanh(candidate)
     hidden = jax.nn.sigmoid(output_gate) * jnp.tanh(cell)
     return (cell, hidden), hidden
+
+
+def _pre_activations(hidden: jax.Array, gate_inputs: jax.Array, recurrent_kernel: jax.Array) -> jax.Array:
+    """x @ W_in + b + h @ W, float32 [batch, 4*hidden]."""
+    # A float32 result also keeps bfloat16 matmuls on the CPU's native bf16 -> f32 kernels.
+    recurrent = jnp.dot(hidden.astype(recurrent_kernel.dtype), recurrent_kernel, preferred_element_type=jnp.float32)
+    return gate_inputs.astype(jnp.float32) + recurrent
 
 
 def decoder_cell(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax.Array) -> tuple[LstmCarry, jax.Array]:
@@ -53,8 +58,7 @@ def decoder_cell(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax
 
 def _cell_with_kernels(carry: LstmCarry, gate_inputs: jax.Array, recurrent_kernel: jax.Array):
     cell, hidden = carry
-    recurrent = jnp.dot(hidden.astype(recurrent_kernel.dtype), recurrent_kernel, preferred_element_type=jnp.float32)
-    cell, hidden = cpu_kernels.cell_step(gate_inputs.astype(jnp.float32) + recurrent, cell)
+    cell, hidden = cpu_kernels.cell_step(_pre_activations(hidden, gate_inputs, recurrent_kernel), cell)
     return (cell, hidden), hidden
 
 
@@ -106,13 +110,12 @@ def _forward_saving_gates(recurrent_kernel, gate_inputs, carry, dtype):
     """
     time_steps, batch, width = gate_inputs.shape  # width: 4*hidden
     cell0, hidden0 = carry
-    # Typed like every operand, so that under shard_map each loop's carry keeps one type.
-    varying = frozenset().union(*map(varying_axes, (recurrent_kernel, gate_inputs, cell0, hidden0)))
-    operands = (
-        as_varying(recurrent_kernel.astype(dtype).T, varying),  # [4*hidden, hidden]
-        as_varying(gate_inputs.astype(jnp.float32), varying),
-        as_varying(cell0.T, varying),
-        as_varying(hidden0.T, varying),
+    # Typed alike, so that under shard_map each loop's carry keeps one type.
+    operands = typed_alike(
+        recurrent_kernel.astype(dtype).T,  # [4*hidden, hidden]
+        gate_inputs.astype(jnp.float32),
+        cell0.T,
+        hidden0.T,
     )
     cell, hidden, buffer, outputs, cells, previous_hiddens = _on_cpu_by_kernels(
         _forward_scan_with_kernels, _forward_scan, *operands
@@ -170,8 +173,7 @@ def _forward_scan_with_kernels(kernel_t, buffer, cell, hidden):
         return (cell, hidden, *buffers), None
 
     loop = (cell, hidden, buffer, outputs, cells, previous_hiddens)
-    cell, hidden, buffer, outputs, cells, previous_hiddens = jax.lax.scan(step, loop, jnp.arange(time_steps))[0]
-    return cell, hidden, buffer, outputs, cells, previous_hiddens
+    return jax.lax.scan(step, loop, jnp.arange(time_steps))[0]
 
 
 def _fused_forward(recurrent_kernel, gate_inputs, carry, dtype):
@@ -187,7 +189,7 @@ def _fused_backward(dtype, residuals, cotangents):
     recurrent_kernel, (cell0, hidden0), activations, cells, previous_hiddens = residuals
     (d_cell_last, d_hidden_last), d_outputs = cotangents
     time_steps, width, batch = activations.shape  # width: 4*hidden
-    operands = (
+    operands = typed_alike(
         recurrent_kernel.astype(dtype),  # [hidden, 4*hidden]
         activations,
         cells,
@@ -196,9 +198,8 @@ def _fused_backward(dtype, residuals, cotangents):
         d_hidden_last.T.astype(jnp.float32),
         d_cell_last.T.astype(jnp.float32),
     )
-    varying = frozenset().union(*map(varying_axes, operands))
     d_hidden0, d_cell0, d_gates = _on_cpu_by_kernels(
-        _backward_scan_with_kernels, _backward_scan, *(as_varying(operand, varying) for operand in operands)
+        _backward_scan_with_kernels, _backward_scan, *operands
     )  # d_gates [time, batch, 4*hidden]
     d_gates = d_gates.reshape(time_steps * batch, width)  # rows in (time, batch) order
     d_kernel = jnp.dot(

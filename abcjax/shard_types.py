@@ -18,3 +18,9 @@ def as_varying(value, axes: frozenset):
     """`value` typed as differing from device to device over `axes` (it may be typed over fewer)."""
     missing = tuple(sorted(axes - varying_axes(value)))
     return jax.lax.pcast(value, missing, to="varying") if missing else value
+
+
+def typed_alike(*values) -> tuple:
+    """`values`, each typed as differing from device to device over every axis any of them does."""
+    axes = frozenset().union(*map(varying_axes, values))
+    return tuple(as_varying(value, axes) for value in values)
