@@ -99,13 +99,14 @@ def forward_step(recurrent, step, cell, hidden, gates, outputs, cells, previous_
     new cell, new hidden). Row `step` of gates [T, B, 4H] holds the gate inputs x W_in + b and comes
     back holding the activations, feature-major ([4H, B]); the step writes its hidden state into
     outputs [T, B, H], its cell into cells [T, H, B] and the incoming hidden state into
-    previous_hiddens [H, T, B].
+    previous_hiddens [H, T, B]. The new cell and hidden state take the incoming ones' memory
+    (aliased), so the scan does not copy its carry at every step.
     """
     units, batch = cell.shape
     buffers = [gates, outputs, cells, previous_hiddens]
     shapes = [buffer.shape for buffer in buffers] + [(units, batch), (units, batch), (4 * units, batch)]
     operands = [recurrent, step.astype(jnp.int32), cell, hidden, *buffers]
-    *results, _scratch = _call(_FORWARD_TARGET, shapes, operands, {4: 0, 5: 1, 6: 2, 7: 3})
+    *results, _scratch = _call(_FORWARD_TARGET, shapes, operands, {4: 0, 5: 1, 6: 2, 7: 3, 2: 4, 3: 5})
     return tuple(results)
 
 
@@ -115,12 +116,12 @@ def backward_step(d_outputs, step, d_hidden, d_cell, cells, initial_cell, buffer
     d_outputs [T, B, H], the gradients carried from step + 1 [H, B], cells [T, H, B] and the first
     step's incoming cell [H, B] -> (buffer, d_gates [4H, B], gradient of the incoming cell [H, B]).
     Row `step` of buffer [T, 4H, B] holds the step's activations and comes back holding the gate
-    gradients batch-major ([B, 4H]).
+    gradients batch-major ([B, 4H]). The incoming cell's gradient takes the carried one's memory.
     """
     units, batch = d_cell.shape
     shapes = [buffer.shape, (4 * units, batch), (units, batch), (units, batch)]
     operands = [d_outputs, step.astype(jnp.int32), d_hidden, d_cell, cells, initial_cell, buffer]
-    *results, _scratch = _call(_BACKWARD_TARGET, shapes, operands, {6: 0})
+    *results, _scratch = _call(_BACKWARD_TARGET, shapes, operands, {6: 0, 3: 2})
     return tuple(results)
 
 

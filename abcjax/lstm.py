@@ -247,6 +247,7 @@ def _backward_scan_with_kernels(kernel, activations, cells, cell0, d_outputs, d_
     """_backward_scan's results, each step's gate arithmetic in one call of
     cpu_kernels.backward_step, which writes the gate gradients over the step's activations."""
     time_steps, width, batch = activations.shape
+    cell0 = jax.lax.optimization_barrier(cell0)  # else XLA refills a zero initial cell at every step
 
     def reverse_step(loop, t):
         d_hidden, d_cell, buffer = loop

@@ -182,6 +182,10 @@ struct ForwardStep {
 
   ABCJAX_CLONES void units(int64_t first, int64_t end) const {
     const int64_t n = hidden * batch;  // offset from one gate's block to the next
+    // Before the loop: the new hidden state may overwrite the incoming one (aliased).
+    for (int64_t j = first; j < end; ++j) {
+      std::memcpy(previous_hiddens + (j * time_steps + t) * batch, hidden_in + j * batch, batch * sizeof(float));
+    }
     for (int64_t k = first * batch; k < end * batch; k += kLanes) {
       const Lanes v{std::min(kLanes, end * batch - k)};
       const float* in = gate_inputs + k;
@@ -198,9 +202,6 @@ struct ForwardStep {
       v.store(new_cell + k, c);
       v.store(cells_row + k, c);
       v.store(new_hidden + k, o * tanh(c));
-    }
-    for (int64_t j = first; j < end; ++j) {
-      std::memcpy(previous_hiddens + (j * time_steps + t) * batch, hidden_in + j * batch, batch * sizeof(float));
     }
     transpose(new_hidden + first * batch, batch, outputs_row + first, hidden, end - first, batch);
   }
@@ -274,7 +275,8 @@ using F32Result = ffi::ResultBuffer<ffi::F32>;
 
 // Step t of the forward scan. The four buffers come in as arguments and go out, the same memory
 // (aliased), as results: gates [T, B, W] (row t: inputs in, activations out), outputs [T, B, H],
-// cells [T, H, B] and previous hiddens [H, T, B] (step t's slice written).
+// cells [T, H, B] and previous hiddens [H, T, B] (step t's slice written). The new cell and hidden
+// state are written over the incoming ones (aliased too), so the scan's carry is never copied.
 ffi::Error forward_step(ffi::ThreadPool pool, F32 recurrent, ffi::Buffer<ffi::S32> step, F32 cell, F32 hidden,
                         F32, F32, F32, F32, F32Result gates, F32Result outputs, F32Result cells,
                         F32Result previous_hiddens, F32Result new_cell, F32Result new_hidden, F32Result scratch) {
@@ -304,7 +306,8 @@ ffi::Error forward_step(ffi::ThreadPool pool, F32 recurrent, ffi::Buffer<ffi::S3
 
 // Step t of the backward scan: d_outputs [T, B, H], the carried gradients [H, B], cells [T, H, B]
 // and the initial cell [H, B] in; the buffer [T, W, B] (aliased) has row t's activations replaced
-// by the gate gradients; the gate gradients feature-major and the cell gradient carried back out.
+// by the gate gradients; the gate gradients feature-major and the cell gradient carried back out,
+// over the carried-in one (aliased).
 ffi::Error backward_step(ffi::ThreadPool pool, F32 d_outputs, ffi::Buffer<ffi::S32> step, F32 d_hidden_next,
                          F32 d_cell_next, F32 cells, F32 initial_cell, F32, F32Result buffer, F32Result d_gates,
                          F32Result d_cell_previous, F32Result scratch) {
