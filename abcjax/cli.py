@@ -98,7 +98,9 @@ def _set_up_jax(args: argparse.Namespace) -> None:
     from abcjax import compilation_cache, cpu_kernels, host_memory, parallel
 
     host_memory.configure_host_allocator()
-    cpu_kernels.status()  # a bad ABCJAX_CPU_KERNELS is refused before any work
+    kernels = cpu_kernels.status()  # a bad ABCJAX_CPU_KERNELS is refused before any work
+    if cpu_kernels.STALE_BUILD in kernels:
+        print(f"abcjax: warning: CPU kernels {kernels}; XLA's kernels run instead, slower", file=sys.stderr)
 
     if args.command in ("train", "sample"):
         parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import importlib.machinery
 import os
 import pathlib
@@ -26,6 +27,8 @@ from abcjax.shard_types import as_varying, typed_alike, varying_axes
 ENV_VARIABLE = "ABCJAX_CPU_KERNELS"
 CHOICES = ("on", "off")
 LIBRARY_STEM = "_lstm_cpu_kernels"
+SOURCE = pathlib.PurePath("csrc/lstm_cpu_kernels.cc")  # in the package, built by setup.py
+STALE_BUILD = "stale build"  # how status() begins its reason for a library built from other source
 _FORWARD_TARGET = "abcjax_lstm_forward_step"
 _BACKWARD_TARGET = "abcjax_lstm_backward_step"
 _CELL_TARGET = "abcjax_lstm_cell_step"
@@ -34,9 +37,11 @@ _CELL_TARGET = "abcjax_lstm_cell_step"
 PACKAGE_DIRECTORY = pathlib.Path(__file__).parent
 
 
-def status(environ: dict[str, str] | None = None, directory: pathlib.Path = PACKAGE_DIRECTORY) -> str:
-    """ "on", or "off (why)": ABCJAX_CPU_KERNELS=off, or no loadable library in `directory`."""
+def status(environ: dict[str, str] | None = None, directory: pathlib.Path | None = None) -> str:
+    """ "on", or "off (why)": ABCJAX_CPU_KERNELS=off, or no loadable library of the same source in
+    `directory` (default: the package's)."""
     environ = os.environ if environ is None else environ
+    directory = PACKAGE_DIRECTORY if directory is None else directory
     choice = environ.get(ENV_VARIABLE, "on")
     if choice not in CHOICES:
         raise AbcjaxError(f"{ENV_VARIABLE}={choice!r} is not one of {', '.join(CHOICES)}: unset it, or pick one")
@@ -53,16 +58,24 @@ def in_use() -> bool:
 
 @functools.cache
 def _load(directory: pathlib.Path) -> str | None:
-    """Loads the library in `directory` and registers its two handlers with XLA, once; what went
-    wrong, or None."""
+    """Loads the library in `directory` and registers its three handlers with XLA, once; what went
+    wrong, or None.
+
+    A library built from other source than `directory`'s csrc/ is not used: an editable install
+    keeps its library when a pull changes the source, and the Python side of a change may rely on
+    the new kernels' behaviour.
+    """
     candidates = [directory / f"{LIBRARY_STEM}{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
     found = [path for path in candidates if path.exists()]
+    reinstall = f"pip install -e . in {directory.parent}"
     if not found:
-        return f"not built: reinstall abcjax where a C++ compiler is installed (pip install -e . in {directory.parent})"
+        return f"not built: reinstall abcjax where a C++ compiler is installed ({reinstall})"
     try:
         library = ctypes.CDLL(str(found[0]))
     except OSError as error:
         return f"{found[0].name} does not load ({error}): reinstall abcjax"
+    if _built_from(library) != _source_sha256(directory):
+        return f"{STALE_BUILD}: {found[0].name} was built from other source than {SOURCE}: rebuild it ({reinstall})"
     symbols = {
         _FORWARD_TARGET: "AbcjaxLstmForwardStep",
         _BACKWARD_TARGET: "AbcjaxLstmBackwardStep",
@@ -71,6 +84,24 @@ def _load(directory: pathlib.Path) -> str | None:
     for target, symbol in symbols.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
     return None
+
+
+def _built_from(library: ctypes.CDLL) -> str | None:
+    """The SHA-256 of the source the library was built from; None for one built before it said."""
+    try:
+        built_from = library.AbcjaxLstmKernelsSource
+    except AttributeError:
+        return None
+    built_from.restype = ctypes.c_char_p
+    return built_from().decode()
+
+
+def _source_sha256(directory: pathlib.Path) -> str | None:
+    """The SHA-256 of the kernels' source next to the library, as setup.py computes it."""
+    try:
+        return hashlib.sha256((directory / SOURCE).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _call(

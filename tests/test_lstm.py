@@ -1,6 +1,7 @@
 """Every fast path computes what the plain reference LSTM computes: outputs and gradients in float32."""
 
 import functools
+import shutil
 
 import cudnn_reference
 import jax
@@ -115,6 +116,28 @@ def test_a_bad_cpu_kernels_setting_or_a_missing_library_is_said_in_one_line(tmp_
     assert result.returncode == 2
     assert result.stderr.strip().startswith("abcjax: error: ABCJAX_CPU_KERNELS='fast' is not one of on, off")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_library_built_from_other_source_is_not_used_and_the_cli_says_so(tmp_path):
+    """An editable install keeps its library when a pull changes the kernels' source; the new
+    Python side may rely on the new kernels, so abcjax runs XLA's kernels instead, with a warning."""
+    package = cpu_kernels.PACKAGE_DIRECTORY
+    shutil.copy(next(package.glob(f"{cpu_kernels.LIBRARY_STEM}.*")), tmp_path)
+    (tmp_path / cpu_kernels.SOURCE).parent.mkdir()
+    (tmp_path / cpu_kernels.SOURCE).write_bytes((package / cpu_kernels.SOURCE).read_bytes() + b"// changed\n")
+    stale = cpu_kernels.status({}, directory=tmp_path)
+    assert stale.startswith(f"off (stale build: {cpu_kernels.LIBRARY_STEM}.")
+    rebuild = f"rebuild it (pip install -e . in {tmp_path.parent}))"
+    assert stale.endswith(f"was built from other source than csrc/lstm_cpu_kernels.cc: {rebuild}")
+    script = (
+        "import argparse, pathlib, sys; from abcjax import cli, cpu_kernels; "
+        f"cpu_kernels.PACKAGE_DIRECTORY = pathlib.Path({str(tmp_path)!r}); "
+        "cli._set_up_jax(argparse.Namespace(command='bench')); print(cpu_kernels.in_use())"
+    )
+    result = run_python(script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert result.stderr.strip() == f"abcjax: warning: CPU kernels {stale}; XLA's kernels run instead, slower"
 
 
 def _cudnn_from_inputs(inputs, input_kernel, bias):

@@ -346,6 +346,14 @@ ffi::Error cell_step(ffi::ThreadPool pool, F32 gates, F32 cell, F32Result new_ce
 
 }  // namespace
 
+#ifndef ABCJAX_KERNELS_SOURCE_SHA256
+#define ABCJAX_KERNELS_SOURCE_SHA256 "unknown"  // built other than by setup.py
+#endif
+
+// The SHA-256 of this file as it was when built (setup.py passes it): abcjax/cpu_kernels.py does
+// not use a library built from other source, such as one an editable install kept after a pull.
+extern "C" const char* AbcjaxLstmKernelsSource() { return ABCJAX_KERNELS_SOURCE_SHA256; }
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AbcjaxLstmForwardStep, forward_step,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
