@@ -9,13 +9,14 @@ import collections
 import dataclasses
 import pathlib
 
+from abcjax import abc
 from abcjax.errors import AbcjaxError
 
 # One skipped tune: (where, why), e.g. ("data/x.abc:12", "no K: header").
 Skip = tuple[str, str]
 
 NO_KEY = "no K: header"
-NO_BODY = "no body"
+NO_MUSIC = "no music"  # no note or rest after K:, as the judge (abcjax.abc) reads the body
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,17 +179,21 @@ def _tune_blocks(lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
 
 
 def _skip_reason(lines: list[str]) -> str | None:
-    """Why a tune is no use to learn from (no key, or no music after it), or None if it is."""
-    key_lines = [index for index, line in enumerate(lines) if line.startswith("K:")]
-    if not key_lines:
+    """Why a tune is no use to learn from or to render (no key, or no music after it), or None if it is.
+
+    The judge's reading decides what music is, so a tune that evaluate calls music-less is never trained
+    on or rendered, and one it reads is.
+    """
+    tune = abc.Tune.read("\n".join(lines))
+    if not tune.header[-1:] or not tune.header[-1].startswith("K:"):
         return NO_KEY
-    if key_lines[0] == len(lines) - 1:
-        return NO_BODY
+    if not tune.read_body().num_notes:
+        return NO_MUSIC
     return None
 
 
 def _reason_counts(skipped: list[Skip] | tuple[Skip, ...]) -> str:
-    """How many tunes were skipped for each reason, e.g. "2 no K: header, 1 no body"."""
+    """How many tunes were skipped for each reason, e.g. "2 no K: header, 1 no music"."""
     counts = collections.Counter(reason for _, reason in skipped)
     return ", ".join(f"{count} {reason}" for reason, count in counts.most_common())
 

@@ -73,7 +73,7 @@ class RenderReport:
     written: dict[str, tuple[str, ...]]  # format -> paths of its files, sorted
     failures: tuple[Failure, ...]  # sorted by tune number
     skipped: dict[str, str]  # format -> why none of its files could be made (the package to install)
-    unread: tuple[Skip, ...]  # tunes the corpus reader left out, e.g. ("tunes.abc:12", "no body")
+    unread: tuple[Skip, ...]  # tunes the corpus reader left out, e.g. ("tunes.abc:12", "no music")
 
     def summary(self) -> str:
         """One line for the end of the run: files per format, failures per format, what was not made."""

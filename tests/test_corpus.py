@@ -27,13 +27,13 @@ def test_bundled_corpus_keeps_802_tunes_and_skips_2_cut_off_by_a_blank_line() ->
     where = str(BUNDLED)
     assert len(corpus.tunes) == corpus.report.num_tunes == 802
     assert corpus.report.skipped == (
-        (f"{where}:239", "no body"),
-        (f"{where}:7182", "no body"),
+        (f"{where}:239", "no music"),
+        (f"{where}:7182", "no music"),
     )
     assert corpus.report.num_chars == sum(len(tune) for tune in corpus.tunes) == 195_518
     assert len(set("".join(corpus.tunes))) == 83
     assert corpus.report.summary() == (
-        "read 1 file: 802 tunes, 195,518 characters, 2 tunes skipped; skipped: 2 no body"
+        "read 1 file: 802 tunes, 195,518 characters, 2 tunes skipped; skipped: 2 no music"
     )
 
 
@@ -72,7 +72,7 @@ def test_comment_lines_and_directives_are_dropped_everywhere() -> None:
 
 def test_comment_lines_do_not_end_a_tune_or_shift_line_numbers() -> None:
     text = "% one\n% two\nX:1\nT:A\n% gap\nK:D\n"
-    assert split_tunes(text, "f.abc") == ([], [("f.abc:3", "no body")])
+    assert split_tunes(text, "f.abc") == ([], [("f.abc:3", "no music")])
 
 
 def test_tune_ends_at_the_next_x_line_without_a_blank_line() -> None:
@@ -89,8 +89,8 @@ def test_later_k_lines_are_key_changes_inside_the_body() -> None:
     [
         ("X:9\nT:No key\nABcd|", "no K: header"),
         ("X:9", "no K: header"),
-        ("X:9\nT:Header only\nK:D", "no body"),
-        ("X:9\nT:Cut off\nK:D\n\nABcd|", "no body"),
+        ("X:9\nT:Header only\nK:D", "no music"),
+        ("X:9\nT:Cut off\nK:D\n\nABcd|", "no music"),
     ],
 )
 def test_unusable_tune_is_skipped_with_its_reason_and_x_line(bad_tune: str, reason: str) -> None:
@@ -99,10 +99,10 @@ def test_unusable_tune_is_skipped_with_its_reason_and_x_line(bad_tune: str, reas
 
 
 def test_summary_counts_files_tunes_and_skips_per_reason() -> None:
-    skipped = (("a:1", "no K: header"), ("a:5", "no body"), ("b:2", "no K: header"))
+    skipped = (("a:1", "no K: header"), ("a:5", "no music"), ("b:2", "no K: header"))
     report = CorpusReport(files=("a", "b"), num_tunes=1, num_chars=1234, skipped=skipped)
     counts = "read 2 files: 1 tune, 1,234 characters, 3 tunes skipped"
-    assert report.summary() == f"{counts}; skipped: 2 no K: header, 1 no body"
+    assert report.summary() == f"{counts}; skipped: 2 no K: header, 1 no music"
 
 
 def test_read_corpus_reports_files_tunes_chars_and_skips(
@@ -176,7 +176,7 @@ def test_comma_list_of_files_and_directories_is_read_in_order(
         (
             {"s1.abc": b"X:1\nK:D\n", "s2.abc": b"X:2\nT:A\n\nX:3\nT:B\nK:D\n"},
             "s1.abc,s2.abc",
-            ["every tune", "s1.abc, ", "s2.abc", "2 no body, 1 no K: header"],
+            ["every tune", "s1.abc, ", "s2.abc", "2 no music, 1 no K: header"],
         ),
     ],
     ids=[

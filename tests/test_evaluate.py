@@ -15,16 +15,36 @@ def training_tunes() -> list[str]:
     return list(read_corpus(str(BUNDLED_CORPUS)).tunes)
 
 
-def test_bundled_corpus_reports_804_tunes_and_only_its_cut_off_and_chord_name_tunes_fail() -> None:
+# Every bundled tune the judge rejects, each checked by hand: real flaws of the transcription, which
+# data/README.md lists with the same reasons.
+NOT_WELL_FORMED = {
+    "Father Dollard's": "a blank line after K: cuts the tune off",
+    "Providence": "a blank line after K: cuts the tune off",
+    "Swedish": "music on the line of a body M: field, which is the field's value",
+    "Guns of the Magnificent Seven": "music on the line of a body M: field, which is the field's value",
+}
+BARS_DO_NOT_FILL = NOT_WELL_FORMED.keys() | {
+    "Donnybrook Fair",  # a missing bar line in the first ending
+    "Mooncoin",  # two half bars, Agg|Aff|
+    "Boys of Ballisodare",  # a missing bar line
+    "Colonel Frazier",  # a bar of 7/8 mid-part, where the other parts have cAFG AGGA|
+    "Corney Is Coming",  # two half bars, gece|gece|
+    "Johnny Allen's",  # dcAF|G2:| twice: a half bar and a quarter bar
+    "Man Who Shot the Windmill",  # afec|dBB:| twice
+    "McGovern's Favourite",  # the first ending's A3:| and the part's pickup eg add up to 9/8
+    "Red Crow",  # a missing bar line
+    "Rip the Calico",  # the third part ends A3| and the fourth starts e| with no double bar or repeat
+}
+
+
+def test_bundled_corpus_rejections_are_its_hand_checked_flaws() -> None:
     report = evaluate.evaluate_files([str(BUNDLED_CORPUS)])
     assert report["num_tunes"] == len(report["tunes"]) == 804
-    assert report["well_formed_fraction"] >= 0.95
-    failing = {tune["title"]: tune["parse_errors"] for tune in report["tunes"] if not tune["well_formed"]}
-    assert failing.keys() == {"Father Dollard's", "Providence", "An Cailin Rua", "Lost in the Loop"}
-    assert failing["Father Dollard's"] == failing["Providence"] == []  # header-only: nothing to parse
-    assert all("chord" in error for error in failing["An Cailin Rua"] + failing["Lost in the Loop"])
+    not_well_formed = {tune["title"] for tune in report["tunes"] if not tune["well_formed"]}
+    assert not_well_formed == NOT_WELL_FORMED.keys()
+    assert {tune["title"] for tune in report["tunes"] if not tune["bars_match_meter"]} == BARS_DO_NOT_FILL
+    assert report["well_formed_fraction"] == 800 / 804
     assert report["repeats_balanced_fraction"] == 802 / 804
-    assert report["bars_match_meter_fraction"] >= 0.98
     assert report["duplicate_fraction"] == 0.0
     assert report["copied_fraction"] is None and report["corpus"] is None
 
@@ -89,7 +109,8 @@ def test_report_is_json_with_figures_and_one_entry_per_tune(training_tunes) -> N
     assert report.keys() == figures | {"copied_fraction", "corpus", "tunes"}
     assert report["corpus"].keys() == figures
     checks = {"well_formed", "headers_ok", "parses", "bars_match_meter", "repeats_balanced", "meter", "key"}
-    checks |= {"num_bars", "parse_errors"}
+    checks |= {"num_bars", "header_errors", "syntax_errors", "syntax_warnings", "bar_errors", "parse_errors"}
+    checks |= {"parse_warnings", "disagreements"}
     assert abc.check_tune(abc_tune()).keys() == checks
     per_tune = checks | {"index", "title", "length", "duplicate_of", "nearest"}
     assert [tune.keys() for tune in report["tunes"]] == [per_tune, per_tune]

@@ -99,7 +99,7 @@ def test_broken_tune_is_reported_and_the_good_ones_still_render(tmp_path, capsys
     assert midi_failure.message.startswith("abc2midi wrote no file: Error in line-char 3-0 : First K: field")
     assert (svg_failure.number, svg_failure.formats) == (2, ("svg",))
     assert svg_failure.message == "abcm2ps failed (exit code 1): 002-broken.abc:4:0: error: Bad character"
-    assert report.unread == ((f"{book}:20", "no body"),)
+    assert report.unread == ((f"{book}:20", "no music"),)
     assert report.summary().endswith("2 midi, 2 wav, 2 svg; failed: 1 midi, 1 wav, 1 svg; unreadable tunes: 1")
     assert capsys.readouterr().out == ""
 
