@@ -27,9 +27,10 @@ class CorpusReport:
     num_tunes: int
     num_chars: int
     skipped: tuple[Skip, ...]
+    duplicates: tuple[Skip, ...] = ()  # (where, "same music as WHERE"): tunes dropped as a repeat
 
     def summary(self) -> str:
-        """One line for the log: counts, and why tunes were skipped when some were."""
+        """One line for the log: counts, and why tunes were skipped or dropped when some were."""
         line = (
             f"read {_count(len(self.files), 'file')}: {_count(self.num_tunes, 'tune')}, "
             f"{_count(self.num_chars, 'character')}, "
@@ -37,6 +38,8 @@ class CorpusReport:
         )
         if self.skipped:
             line += f"; skipped: {_reason_counts(self.skipped)}"
+        if self.duplicates:
+            line += f"; {_count(len(self.duplicates), 'duplicate')} dropped (same music as an earlier tune)"
         return line
 
 
@@ -66,28 +69,61 @@ def split_tunes(text: str, source: str) -> tuple[list[str], list[Skip]]:
     source names the text in the skipped list as "source:line", the line of the X: line,
     so the user can find and fix the tune.
     """
-    tunes: list[str] = []
+    tunes, skipped = _split(text, source)
+    return [tune.text for tune in tunes], skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadTune:
+    text: str
+    where: str  # "file:line" of its X: line
+    music: tuple  # what makes two tunes the same tune: meter, unit, key and the notes of every bar
+
+
+def _split(text: str, source: str) -> tuple[list[_ReadTune], list[Skip]]:
+    tunes: list[_ReadTune] = []
     skipped: list[Skip] = []
     for line_number, lines in _tune_blocks(_clean_lines(text)):
-        reason = _skip_reason(lines)
-        if reason:
-            skipped.append((f"{source}:{line_number}", reason))
+        where = f"{source}:{line_number}"
+        tune = abc.Tune.read("\n".join(lines))
+        music = tune.read_body()
+        if not tune.header[-1:] or not tune.header[-1].startswith("K:"):
+            skipped.append((where, NO_KEY))
+        elif not music.num_notes:
+            skipped.append((where, NO_MUSIC))
         else:
-            tunes.append("\n".join(lines))
+            fields = tuple(tune.field(letter) for letter in "ML") + (abc.normalise_key(tune.field("K")),)
+            tunes.append(_ReadTune("\n".join(lines), where, (*fields, *(bar.notes for bar in music.bars))))
     return tunes, skipped
 
 
-def read_corpus(path_spec: str) -> Corpus:
-    """Read every file in path_spec into one corpus, failing if nothing usable is left."""
+def read_corpus(path_spec: str, deduplicate: bool = False) -> Corpus:
+    """Read every file in path_spec into one corpus, failing if nothing usable is left.
+
+    With deduplicate, a tune whose music (meter, unit, key and the notes of every bar, however spaced
+    and barred) an earlier tune already has is dropped and listed: the same tune printed in two books,
+    under two titles, is one tune, and must not sit in training and validation at once.
+    """
     files = find_abc_files(path_spec)
-    tunes: list[str] = []
+    tunes: list[_ReadTune] = []
     skipped: list[Skip] = []
     for file in files:
-        file_tunes, file_skipped = split_tunes(_read_text(file), str(file))
+        file_tunes, file_skipped = _split(_read_text(file), str(file))
         if not file_tunes and not file_skipped:
             raise AbcjaxError(f"{file}: no tunes found (a tune starts with an X: line)")
         tunes.extend(file_tunes)
         skipped.extend(file_skipped)
+    duplicates: list[Skip] = []
+    if deduplicate:
+        first: dict[tuple, str] = {}
+        kept = []
+        for tune in tunes:
+            earlier = first.setdefault(tune.music, tune.where)
+            if earlier == tune.where:
+                kept.append(tune)
+            else:
+                duplicates.append((tune.where, f"same music as {earlier}"))
+        tunes = kept
     names = ", ".join(str(file) for file in files)
     if not tunes:
         raise AbcjaxError(
@@ -97,10 +133,11 @@ def read_corpus(path_spec: str) -> Corpus:
     report = CorpusReport(
         files=tuple(str(file) for file in files),
         num_tunes=len(tunes),
-        num_chars=sum(len(tune) for tune in tunes),
+        num_chars=sum(len(tune.text) for tune in tunes),
         skipped=tuple(skipped),
+        duplicates=tuple(duplicates),
     )
-    return Corpus(tunes=tuple(tunes), report=report)
+    return Corpus(tunes=tuple(tune.text for tune in tunes), report=report)
 
 
 def read_all_tunes(path_spec: str) -> list[str]:
@@ -176,20 +213,6 @@ def _tune_blocks(lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
         elif current is not None:
             current.append(line)
     return blocks
-
-
-def _skip_reason(lines: list[str]) -> str | None:
-    """Why a tune is no use to learn from or to render (no key, or no music after it), or None if it is.
-
-    The judge's reading decides what music is, so a tune that evaluate calls music-less is never trained
-    on or rendered, and one it reads is.
-    """
-    tune = abc.Tune.read("\n".join(lines))
-    if not tune.header[-1:] or not tune.header[-1].startswith("K:"):
-        return NO_KEY
-    if not tune.read_body().num_notes:
-        return NO_MUSIC
-    return None
 
 
 def _reason_counts(skipped: list[Skip] | tuple[Skip, ...]) -> str:

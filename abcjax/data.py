@@ -12,6 +12,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from abcjax import copying
 from abcjax.errors import AbcjaxError
 from abcjax.parallel import round_up
 
@@ -83,6 +84,7 @@ class Dataset:
     val_tokens: np.ndarray  # [validation characters] int32, empty when validation is off
     num_train_tunes: int
     num_val_tunes: int
+    train_phrases: frozenset[int]  # the training tunes' phrases (abcjax.copying), which new tunes must not copy
 
 
 def make_dataset(tunes: tuple[str, ...], seq_length: int, val_fraction: float, seed: int, source: str) -> Dataset:
@@ -95,7 +97,8 @@ def make_dataset(tunes: tuple[str, ...], seq_length: int, val_fraction: float, s
             f"{source}: the training text has {len(train_tokens)} characters, fewer than one window of "
             f"data.seq_length + 1 = {seq_length + 1}: use more tunes or a smaller data.seq_length"
         )
-    return Dataset(vocab, train_tokens, vocab.encode(join_tunes(val)), len(train), len(val))
+    phrases = copying.phrases_of([copying.tune_bars(tune) for tune in train])
+    return Dataset(vocab, train_tokens, vocab.encode(join_tunes(val)), len(train), len(val), phrases)
 
 
 def sample_window_starts(key: jax.Array, num_tokens: int, seq_length: int, batch_size: int) -> jax.Array:

@@ -2,24 +2,24 @@
 
 Is each tune well-formed ABC, do its bars add up to its meter, are its repeats balanced; which
 meters, keys and lengths does the batch use; and did the model copy phrases (4+ bars) from its
-training tunes or repeat itself. Every figure is a share of tunes, so batches of any size compare.
+training tunes or fall back on stock phrases that other tunes of the batch share. Every figure is a
+share of tunes, so batches of any size compare.
 The checks of single tunes live in abcjax.abc; this module counts them up and compares bars.
 """
 
 import collections
 import statistics
 
-from abcjax import abc, corpus
+from abcjax import abc, copying, corpus
 from abcjax.errors import AbcjaxError
-
-COPY_RUN = 4  # this many bars in a row, note for note, from one training tune count as copying
 
 _SHARES = (
     ("well-formed", "well_formed_fraction"),
     ("bars match meter", "bars_match_meter_fraction"),
     ("repeats balanced", "repeats_balanced_fraction"),
     ("exact duplicates", "duplicate_fraction"),
-    (f"copied {COPY_RUN}+ bars", "copied_fraction"),
+    (f"share {copying.RUN}+ bars with another", "repeats_another_fraction"),
+    (f"copied {copying.RUN}+ bars", "copied_fraction"),
 )
 _TABLE_ROWS = 12  # most common meters or keys shown; the rest share one row
 
@@ -27,28 +27,50 @@ _TABLE_ROWS = 12  # most common meters or keys shown; the rest share one row
 def evaluate_tunes(tunes: list[str], corpus_tunes: list[str] | None = None) -> dict:
     """The report on a batch of tunes (JSON-able): shares, distributions and a per-tune list.
 
-    With corpus_tunes (the training tunes) it describes them too, and finds for each tune the training
-    tune it shares the longest run of bars with, note for note: copying is 4 or more bars in a row.
+    Variety: how many tunes share a phrase (4 bars in a row, note for note) with another tune of the
+    batch. With corpus_tunes (the training tunes) it describes them too, says which tunes copy a
+    phrase of them (the check of `sample --require novel`), and finds for each tune the training tune
+    it shares its longest run of bars with.
     """
     if not tunes:
         raise AbcjaxError("no tunes to evaluate: give ABC text with at least one tune starting with an X: line")
     parsed = [abc.Tune.read(tune) for tune in tunes]
     examined = abc.examine(parsed)
-    report = _describe(tunes, parsed, examined) | {"copied_fraction": None, "corpus": None}
+    bars = [tune_bars for _, tune_bars in examined]
+    repeats = copying.repeats_another(bars)
+    report = _describe(tunes, parsed, examined, repeats) | {"copied_fraction": None, "corpus": None}
     nearest: list[dict | None] = [None] * len(tunes)
+    copied: list[bool | None] = [None] * len(tunes)
     if corpus_tunes:
         corpus_parsed = [abc.Tune.read(tune) for tune in corpus_tunes]
         corpus_examined = abc.examine(corpus_parsed)
-        report["corpus"] = _describe(corpus_tunes, corpus_parsed, corpus_examined)
-        nearest = _nearest_tunes([bars for _, bars in examined], corpus_parsed, [bars for _, bars in corpus_examined])
-        report["copied_fraction"] = _share(bool(match) and match["shared_bars"] >= COPY_RUN for match in nearest)
-    per_tune = zip(tunes, parsed, examined, _duplicate_of(parsed), nearest, strict=True)
+        corpus_bars = [tune_bars for _, tune_bars in corpus_examined]
+        report["corpus"] = _describe(corpus_tunes, corpus_parsed, corpus_examined, copying.repeats_another(corpus_bars))
+        training = copying.phrases_of(corpus_bars)
+        copied = [copying.copies(tune_bars, training) for tune_bars in bars]
+        report["copied_fraction"] = _share(copied)
+        nearest = _nearest_tunes(bars, corpus_parsed, corpus_bars)
+    per_tune = zip(tunes, parsed, examined, _duplicate_of(parsed), repeats, copied, nearest, strict=True)
     report["tunes"] = [
         {"index": index, "title": tune.field("T"), "length": len(text), **checks}
-        | {"duplicate_of": first, "nearest": match}
-        for index, (text, tune, (checks, _), first, match) in enumerate(per_tune)
+        | {"duplicate_of": first, "repeats_another": repeat, "copied": copy, "nearest": match}
+        for index, (text, tune, (checks, _), first, repeat, copy, match) in enumerate(per_tune)
     ]
     return report
+
+
+def quality(tunes: list[str], training_phrases: frozenset[int]) -> dict[str, float]:
+    """The shares that say how good a batch of generated tunes is, as evaluate_tunes counts them:
+    well_formed_fraction, bars_match_meter_fraction, repeats_another_fraction (variety) and
+    copied_fraction (phrases of the training tunes), for the figures logged while training."""
+    examined = abc.examine([abc.Tune.read(tune) for tune in tunes])
+    bars = [tune_bars for _, tune_bars in examined]
+    return {
+        "well_formed_fraction": _share(checks["well_formed"] for checks, _ in examined),
+        "bars_match_meter_fraction": _share(checks["bars_match_meter"] for checks, _ in examined),
+        "repeats_another_fraction": _share(copying.repeats_another(bars)),
+        "copied_fraction": _share(copying.copies(tune_bars, training_phrases) for tune_bars in bars),
+    }
 
 
 def evaluate_files(paths: list[str], corpus_path: str | None = None) -> dict:
@@ -74,14 +96,18 @@ def format_table(report: dict) -> str:
     return "\n".join(row[0].ljust(width) + "".join(cell.rjust(11) for cell in row[1:]) for row in rows)
 
 
-def _describe(tunes: list[str], parsed: list[abc.Tune], examined: list[tuple[dict, list[str]]]) -> dict:
-    """The batch's shares of tunes passing each check, its exact duplicates, meters, keys and lengths."""
+def _describe(
+    tunes: list[str], parsed: list[abc.Tune], examined: list[tuple[dict, list[str]]], repeats: list[bool]
+) -> dict:
+    """The batch's shares of tunes passing each check, its exact duplicates and tunes that share a phrase
+    with another (repeats), meters, keys and lengths."""
     checks = [tune_checks for tune_checks, _ in examined]
     lengths = [len(tune) for tune in tunes]
     report: dict = {"num_tunes": len(tunes)}
     for name in ("well_formed", "bars_match_meter", "repeats_balanced"):
         report[f"{name}_fraction"] = _share(tune_checks[name] for tune_checks in checks)
     report["duplicate_fraction"] = _share(first is not None for first in _duplicate_of(parsed))
+    report["repeats_another_fraction"] = _share(repeats)
     for name in ("meter", "key"):
         counts = collections.Counter("(none)" if c[name] is None else c[name] for c in checks)
         report[f"{name}s"] = dict(counts.most_common())

@@ -27,6 +27,9 @@ TENSORBOARD_TAGS = {
     "eval_loss": "eval/loss",
     "eval_bpc": "eval/bpc",
     "sample_well_formed_fraction": "samples/well_formed_fraction",
+    "sample_bars_match_meter_fraction": "samples/bars_match_meter_fraction",
+    "sample_repeats_another_fraction": "samples/repeats_another_fraction",
+    "sample_copied_fraction": "samples/copied_fraction",
 }
 
 
@@ -99,7 +102,11 @@ class Progress:
         if "eval_loss" in metrics:
             line += f"  | eval loss {metrics['eval_loss']:.4f}  bpc {metrics['eval_bpc']:.3f}"
         if "sample_well_formed_fraction" in metrics:
-            line += f"  | samples {metrics['sample_well_formed_fraction']:.0%} well-formed"
+            line += (
+                f"  | samples {metrics['sample_well_formed_fraction']:.0%} well-formed, "
+                f"{metrics['sample_bars_match_meter_fraction']:.0%} bars, "
+                f"{metrics['sample_copied_fraction']:.0%} copied"
+            )
         print(line, flush=True)
 
 

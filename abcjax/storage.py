@@ -70,9 +70,14 @@ def parent_exists(path: epath.Path) -> bool:
 
 def write_text_atomically(path: epath.Path, text: str) -> None:
     """Writes `text` to `path` so that a reader sees the old file or the new one, never half of one."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: epath.Path, data: bytes) -> None:
+    """Writes `data` to `path` so that a reader sees the old file or the new one, never half of one."""
     temporary = path if is_remote(path) else path.with_name(f".{path.name}.tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_bytes(data)
         if temporary != path:
             temporary.replace(path)
     except OSError as error:

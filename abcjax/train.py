@@ -20,11 +20,13 @@ import ml_collections
 from etils import epath
 from jax.experimental import multihost_utils
 
-from abcjax import abc, checkpoint, corpus, data, metrics, parallel, sample, signals, steps, storage
+from abcjax import abc, checkpoint, copying, corpus, data, evaluate, metrics, parallel, sample, signals, steps, storage
 from abcjax import config as config_lib
 from abcjax.cudnn_lstm import check_runs_here
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, ModelConfig, count_params
+
+_TUNES_SHOWN = 8  # sampled tunes written to TensorBoard as text each time; all of them are judged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
     parallel.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     check_runs_here(config.model.lstm)
 
-    tunes = corpus.read_corpus(config.data.path)
+    tunes = corpus.read_corpus(config.data.path, deduplicate=True)
     metrics.say(tunes.report.summary())
     dataset = data.make_dataset(
         tunes.tunes, config.data.seq_length, config.data.val_fraction, config.seed, config.data.path
@@ -55,6 +57,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
 
     # Only now that the inputs are good is the workdir touched.
     storage.make_directory(workdir, "the workdir")
+    if jax.process_index() == 0:
+        copying.save_phrases(workdir, dataset.train_phrases)  # what sample --require novel checks against
     model = CharLstm(ModelConfig.from_config(config, dataset.vocab.size))
     tx = steps.make_optimizer(config)
     with checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints) as store:
@@ -110,7 +114,7 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
 
     tokens = parallel.replicate(dataset.train_tokens, mesh)
     evaluate = _make_evaluator(dataset, model, mesh, config)
-    sample_tunes = _make_tune_sampler(model, dataset.vocab, mesh, config)
+    sample_tunes = _make_tune_sampler(model, dataset, mesh, config)
     train_step = _compile(steps.make_train_step(model, tx, config, mesh), state, tokens)
     writer = metrics.MetricsWriter(workdir, first_step)
     writer.write_config(config_json)
@@ -168,10 +172,12 @@ def _make_evaluator(dataset, model, mesh, config):
     return lambda params: {key: float(value) for key, value in eval_step(params, *arrays).items()}
 
 
-def _make_tune_sampler(model, vocab, mesh, config):
-    """A function (params, step, writer) -> figures that samples a few tunes to TensorBoard; None when off.
+def _make_tune_sampler(model, dataset, mesh, config):
+    """A function (params, step, writer) -> figures that samples train.sample_tunes tunes, logs the first
+    few to TensorBoard and returns the batch's quality (well-formed, bars, variety, copied); None when off.
 
-    The same seed every time, so each tune slot shows how one tune changes as the model learns.
+    The same seed every time, so each tune slot shows how one tune changes as the model learns, and
+    the figures are those of `abcjax evaluate` against the training split.
     """
     train_cfg = config.train
     if not train_cfg.sample_every:
@@ -180,16 +186,16 @@ def _make_tune_sampler(model, vocab, mesh, config):
     if not checks:
         metrics.say(f"{abc.PARSER_MISSING}: sampled tunes are logged without their checks")
     options = sample.SamplingOptions(max_length=train_cfg.sample_max_length)
-    sampler = sample.make_sampler(model, vocab, mesh, options, [sample.DEFAULT_PRIME])
+    sampler = sample.make_sampler(model, dataset.vocab, mesh, options, [sample.DEFAULT_PRIME])
     batch_size = parallel.round_up_to_devices(train_cfg.sample_tunes, mesh)
 
     def sample_tunes(params, step: int, writer: metrics.MetricsWriter) -> dict[str, float]:
         texts = [tune.text for tune in sampler(params, config.seed, train_cfg.sample_tunes, batch_size)]
-        writer.write_samples(step, texts)
+        writer.write_samples(step, texts[:_TUNES_SHOWN])
         if not checks or jax.process_index() != 0:  # only process 0 logs figures, so only it checks tunes
             return {}
-        well_formed = [check["well_formed"] for check in abc.check_tunes(texts)]
-        return {"sample_well_formed_fraction": sum(well_formed) / len(well_formed)}
+        figures = evaluate.quality(texts, dataset.train_phrases)
+        return {f"sample_{name}": value for name, value in figures.items()}
 
     return sample_tunes
 

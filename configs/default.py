@@ -65,10 +65,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     # Checkpoints kept in WORKDIR/checkpoints; older ones are deleted.
     config.train.keep_checkpoints = 3
-    # Steps between sampling a few tunes to TensorBoard, with their well-formed share (0 turns it off).
+    # Steps between sampling tunes and logging their quality as evaluate judges it: well-formed, bars
+    # match meter, share repeating another's phrases, share copying training phrases (0 turns it off).
     config.train.sample_every = 500
-    # Tunes sampled each time (rounded up to a multiple of the device count).
-    config.train.sample_tunes = 8
+    # Tunes sampled each time (rounded up to a multiple of the device count); the first 8 go to
+    # TensorBoard as text.
+    config.train.sample_tunes = 64
     # Characters per sampled tune at most.
     config.train.sample_max_length = 600
     return config

@@ -83,11 +83,24 @@ def test_four_bars_of_a_training_tune_are_a_copy_and_name_it(training_tunes) -> 
     fresh = abc_tune("^g'2|^g'3 ^g'3|^g'6|")
     report = evaluate.evaluate_tunes([copy, three_bars, fresh], training_tunes)
     assert report["copied_fraction"] == 1 / 3
+    assert [tune["copied"] for tune in report["tunes"]] == [True, False, False]
     nearest = [tune["nearest"] for tune in report["tunes"]]
     assert nearest[0]["title"] == "Blarney Pilgrim" and nearest[0]["shared_bars"] == 4
     assert nearest[1]["shared_bars"] == 3
     assert nearest[2] is None
     assert report["corpus"]["num_tunes"] == 802
+
+
+def test_variety_counts_tunes_sharing_four_bars_with_another_of_the_batch() -> None:
+    phrase = "DFA dAF|GBd gdB|AFD EFE|D3 D3|"
+    tunes = [
+        abc_tune(f"A|{phrase}gfe dcB|", header="X:1\nT:A\nM:6/8\nL:1/8\nK:D"),
+        abc_tune(f"{phrase}AFD E3|", header="X:2\nT:B\nM:6/8\nL:1/8\nK:D"),
+        abc_tune("DFA dAF|GBd gdB|AFD EFE|gfe dcB|DFA dAF|GBd gdB|AFD EFE|"),  # repeats itself only
+    ]
+    report = evaluate.evaluate_tunes(tunes)
+    assert [tune["repeats_another"] for tune in report["tunes"]] == [True, True, False]
+    assert report["repeats_another_fraction"] == 2 / 3
 
 
 def test_duplicates_are_the_same_tune_but_for_its_x_line() -> None:
@@ -105,14 +118,14 @@ def test_report_is_json_with_figures_and_one_entry_per_tune(training_tunes) -> N
     report = evaluate.evaluate_tunes([abc_tune(), abc_tune("")], training_tunes[:20])
     assert json.loads(json.dumps(report)) == report
     figures = {"num_tunes", "well_formed_fraction", "bars_match_meter_fraction", "repeats_balanced_fraction"}
-    figures |= {"duplicate_fraction", "meters", "keys", "length"}
+    figures |= {"duplicate_fraction", "repeats_another_fraction", "meters", "keys", "length"}
     assert report.keys() == figures | {"copied_fraction", "corpus", "tunes"}
     assert report["corpus"].keys() == figures
     checks = {"well_formed", "headers_ok", "parses", "bars_match_meter", "repeats_balanced", "meter", "key"}
     checks |= {"num_bars", "header_errors", "syntax_errors", "syntax_warnings", "bar_errors", "parse_errors"}
     checks |= {"parse_warnings", "disagreements"}
     assert abc.check_tune(abc_tune()).keys() == checks
-    per_tune = checks | {"index", "title", "length", "duplicate_of", "nearest"}
+    per_tune = checks | {"index", "title", "length", "duplicate_of", "repeats_another", "copied", "nearest"}
     assert [tune.keys() for tune in report["tunes"]] == [per_tune, per_tune]
     assert report["well_formed_fraction"] == 0.5
 

@@ -232,14 +232,15 @@ def test_signal_saves_a_checkpoint_and_the_next_run_resumes_from_it(tmp_path, si
     assert f"step {stopped_at + 2}/{stopped_at + 2}" in resumed.stdout
 
 
-def test_tunes_sampled_during_training_reach_tensorboard_with_their_well_formed_share(tmp_path):
+def test_tunes_sampled_during_training_reach_tensorboard_with_their_quality(tmp_path):
     config = tiny_config("--config.train.steps=4", "--config.train.sample_every=2", "--config.train.sample_tunes=3")
     train_and_evaluate(config, tmp_path)
-    shares = [line["sample_well_formed_fraction"] for line in _metrics(tmp_path)]
-    assert len(shares) == 2 and all(share in (0, 1 / 3, 2 / 3, 1) for share in shares)
     events = EventAccumulator(str(tmp_path))
     events.Reload()
-    assert [event.step for event in events.Scalars("samples/well_formed_fraction")] == [2, 4]
+    for name in ("well_formed", "bars_match_meter", "repeats_another", "copied"):
+        shares = [line[f"sample_{name}_fraction"] for line in _metrics(tmp_path)]
+        assert len(shares) == 2 and all(share in (0, 1 / 3, 2 / 3, 1) for share in shares)
+        assert [event.step for event in events.Scalars(f"samples/{name}_fraction")] == [2, 4]
     texts = [event.tensor_proto.string_val[0].decode() for event in events.Tensors("samples/text_summary")]
     assert len(texts) == 2 and all(text.count("X:1") == 3 for text in texts)
 
