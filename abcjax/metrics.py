@@ -33,8 +33,9 @@ TENSORBOARD_TAGS = {
     "sample_well_formed_fraction": "samples/well_formed_fraction",
 }
 AUDIO_RATE = 16_000  # samples per second of the sampled tunes' sound: plenty for a melody
-AUDIO_MAX_S = 60  # seconds kept of each tune's sound, so that a runaway tune cannot swell the event files
+AUDIO_MAX_S = 30  # seconds kept of each tune's sound (at most 0.96 MB in the event file)
 AUDIO_TIMEOUT_S = 10.0  # per tool and tune
+AUDIO_BACKLOG = 4  # sampling steps whose sound may wait to be rendered; later ones get none until it shrinks
 
 
 class MetricsWriter:
@@ -124,12 +125,16 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, bool | int | float | str
 class _SampleAudio:
     """The first few sampled tunes of each sampling step as TensorBoard audio, rendered by abcjax.render's
     tools on a thread of their own: they take about a second a tune, which the train loop need not wait
-    for. Without the tools, one notice at the first sampling step says what to install."""
+    for. Without the tools, one notice at the first sampling step says what to install; when sampling
+    outpaces the tools, steps past AUDIO_BACKLOG get no sound (one notice), so the end of a run never
+    waits long for it."""
 
     def __init__(self, tensorboard: SummaryWriter, num_tunes: int):
         self._tensorboard = tensorboard
         self._num_tunes = num_tunes
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[concurrent.futures.Future] = []
+        self._warned_backlog = False
 
     def log(self, step: int, tunes: list[str]) -> None:
         if self._num_tunes and self._pool is None:
@@ -139,8 +144,14 @@ class _SampleAudio:
                 self._num_tunes = 0
             else:
                 self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="abcjax-sample-audio")
-        if self._pool:
-            self._pool.submit(self._play, step, tunes[: self._num_tunes])
+        if not self._pool:
+            return
+        self._pending = [future for future in self._pending if not future.done()]
+        if len(self._pending) < AUDIO_BACKLOG:
+            self._pending.append(self._pool.submit(self._play, step, tunes[: self._num_tunes]))
+        elif not self._warned_backlog:
+            self._warned_backlog = True
+            say(f"step {step}: tunes are sampled faster than their sound is made; some steps get none")
 
     def _play(self, step: int, tunes: list[str]) -> None:
         try:

@@ -20,7 +20,7 @@ import pathlib
 import re
 
 from abcjax import abc, evaluate, render, storage
-from abcjax.corpus import find_abc_files, read_corpus
+from abcjax.corpus import find_abc_files, read_all_tunes, read_corpus
 from abcjax.errors import AbcjaxError
 
 PAGE_FORMATS = {"abc", "midi", "ogg", "svg"}  # the files the page links to and plays
@@ -44,7 +44,7 @@ def render_html(
     of all of them; returns the run's summary line. A bad --jsonl is an error before anything is written."""
     corpus = read_corpus(path)
     tunes = render.tune_files(corpus.tunes)
-    extras = read_jsonl(jsonl, tunes) if jsonl else [{} for _ in tunes]
+    extras = read_jsonl(jsonl, tunes, read_all_tunes(path)) if jsonl else [{} for _ in tunes]
     report = render.render_tunebook(path, out_dir, set(formats) | PAGE_FORMATS, progress, timeout, jobs)
     checks, notes = _tune_checks(corpus.tunes)
     rows = [{**extra, **check} for extra, check in zip(extras, checks, strict=True)]
@@ -62,11 +62,14 @@ def render_html(
     return f"{report.summary()}; wrote {index}"
 
 
-def read_jsonl(path: str, tunes: list[render.TuneFile]) -> list[dict]:
+def read_jsonl(path: str, tunes: list[render.TuneFile], all_tunes: list[str]) -> list[dict]:
     """Each tune's fields from path, one JSON object a line with the tune's "abc" text (as `abcjax sample
-    --jsonl` writes), matched to the tunes by their text; {} for a tune without a line. An unreadable file,
-    a line that is not such an object, or one whose tune is not among tunes is an AbcjaxError."""
-    where = {abc.Tune.read(tune.text): index for index, tune in enumerate(tunes)}
+    --jsonl` writes), matched to the tunes by their text; {} for a tune without a line. all_tunes is every
+    tune of the tunebook, those that cannot be rendered (no K: line, no body) too, whose lines are passed
+    over. An unreadable file, a line that is not such an object, or one whose tune is not in all_tunes is
+    an AbcjaxError."""
+    where = {abc.Tune.read(tune): None for tune in all_tunes}
+    where |= {abc.Tune.read(tune.text): index for index, tune in enumerate(tunes)}
     extras: list[dict] = [{} for _ in tunes]
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
@@ -77,10 +80,11 @@ def read_jsonl(path: str, tunes: list[render.TuneFile]) -> list[dict]:
             raise AbcjaxError(f"{path} line {number} is not JSON ({error.msg}): {_JSONL_HINT}") from None
         if not isinstance(record, dict) or not isinstance(record.get("abc"), str):
             raise AbcjaxError(f'{path} line {number} is not a tune\'s object with its "abc" text: {_JSONL_HINT}')
-        index = where.get(abc.Tune.read(record["abc"]))
-        if index is None:
+        tune = abc.Tune.read(record["abc"])
+        if tune not in where:
             raise AbcjaxError(f"{path} line {number} is a tune the tunebook does not hold: {_JSONL_HINT}")
-        extras[index] = {key: value for key, value in record.items() if key not in _NOT_FIELDS}
+        if where[tune] is not None:
+            extras[where[tune]] = {key: value for key, value in record.items() if key not in _NOT_FIELDS}
     return extras
 
 
@@ -177,7 +181,8 @@ def _render_notes(report: render.RenderReport) -> list[str]:
     if report.unread:
         listed = "; ".join(f"{where} ({why})" for where, why in report.unread[:10])
         more = f" and {len(report.unread) - 10} more" if len(report.unread) > 10 else ""
-        notes.append(f"{len(report.unread)} tunes could not be read and are not shown: {listed}{more}")
+        count = f"{len(report.unread)} tune{'s' if len(report.unread) > 1 else ''}"
+        notes.append(f"left out {count} that could not be read: {listed}{more}")
     return notes
 
 

@@ -2,6 +2,7 @@
 chromedriver (nothing is downloaded), offline, with a fresh profile each time.
 
     python tests/chromium.py PAGE.html SHOT.png   # a screenshot of a page, as in docs/tunebook.md
+    python tests/chromium.py PAGE.html            # how long a tunebook page takes to show its first tunes
 """
 
 import contextlib
@@ -11,6 +12,7 @@ import tempfile
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -53,5 +55,34 @@ def screenshot(page: pathlib.Path, png: pathlib.Path, width: int = 1100, height:
         driver.save_screenshot(str(png))
 
 
+def tunebook_times(page: pathlib.Path) -> dict[str, float]:
+    """Milliseconds from navigation until a tunebook page (abcjax render --html) shows its first cards, its
+    first sheet music, and the like; then how long a title search and a sort by log-likelihood take."""
+    with chromium() as driver:
+        driver.get(page.resolve().as_uri())
+        WebDriverWait(driver, 60).until(lambda driver: driver.execute_script("return window.tunebook.firstMusicMs"))
+        return driver.execute_script(
+            """const navigation = performance.getEntriesByType("navigation")[0];
+            const paint = performance.getEntriesByName("first-contentful-paint")[0];
+            const timed = (id, value, event) => {  // a control changed as a reader would; the page redraws at once
+              const start = performance.now();
+              document.getElementById(id).value = value;
+              document.getElementById(id).dispatchEvent(new Event(event, {bubbles: true}));
+              return performance.now() - start;
+            };
+            const times = {
+              first_contentful_paint: paint.startTime, first_cards: tunebook.firstCardsMs,
+              first_sheet_music: tunebook.firstMusicMs, load_event: navigation.loadEventEnd,
+            };
+            times.search_one_letter = timed("search", "k", "input");
+            times.sort_by_log_likelihood = timed("sort", "log_likelihood", "change");
+            times.tunes = tunebook.tunes;
+            return times;""",
+        )
+
+
 if __name__ == "__main__":
-    screenshot(pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]))
+    if len(sys.argv) == 3:
+        screenshot(pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]))
+    else:
+        print(tunebook_times(pathlib.Path(sys.argv[1])))

@@ -13,7 +13,6 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from abcjax import metrics, render
 from abcjax.corpus import read_corpus
-from abcjax.train import train_and_evaluate
 from conftest import BUNDLED_CORPUS, tiny_config
 
 GARBAGE = "X:1\nT:Noise\nK:Qxyz\n@@AB|"  # what an untrained model writes: no tool reads it
@@ -70,28 +69,39 @@ def test_without_sound_tools_the_samples_are_text_only_after_one_notice(tmp_path
     assert [event.step for event in events.Tensors("samples/text_summary")] == [10, 20]
 
 
-def test_a_run_ends_with_its_config_and_final_figures_in_the_hparams_table(tmp_path) -> None:
-    config = tiny_config("--config.train.steps=4", "--config.train.sample_every=2", "--config.train.sample_tunes=2")
-    train_and_evaluate(config, tmp_path)
-    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def test_sound_that_falls_behind_sampling_is_skipped_with_one_notice(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(metrics, "AUDIO_BACKLOG", 1)
+    writer = metrics.MetricsWriter(epath.Path(tmp_path), 0, audio_tunes=1)
+    for step in (10, 20, 30):  # each sampled long before the first tune's sound is made (about a second)
+        writer.write_samples(step, [_bundled("Cooley's")])
+    writer.close()
+    notice = "step 20: tunes are sampled faster than their sound is made; some steps get none"
+    assert capsys.readouterr().out == notice + "\n"
     events = _events(tmp_path)
+    assert [event.step for event in events.Audio("samples/tune_1")] == [10]
+    assert [event.step for event in events.Tensors("samples/text_summary")] == [10, 20, 30]
+
+
+def test_a_run_ends_with_its_config_and_final_figures_in_the_hparams_table(tiny_workdir) -> None:
+    logged = [json.loads(line) for line in (tiny_workdir / "metrics.jsonl").read_text().splitlines()]
+    events = _events(tiny_workdir)
     plugin = {
         tag: plugin_data_pb2.HParamsPluginData.FromString(content)
         for tag, content in events.PluginTagToContent("hparams").items()
     }
     assert set(plugin) == {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
     hparams = plugin["_hparams_/session_start_info"].session_start_info.hparams
+    config = tiny_config()
     assert hparams["train.steps"].number_value == 4 and hparams["model.hidden_size"].number_value == 16
     assert hparams["data.path"].string_value == config.data.path
     sections = config.to_dict().values()
     assert len(hparams) == sum(len(section) if isinstance(section, dict) else 1 for section in sections)
     figures = {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in _hparam_tags(events)}
     eval_bpcs = [entry["eval_bpc"] for entry in logged]
-    assert figures == {
+    assert len(eval_bpcs) == 2 and figures == {  # tiny_workdir's run samples no tunes: no sample fractions
         "hparams/final_eval_bpc": [(4, pytest.approx(eval_bpcs[-1]))],
         "hparams/best_eval_bpc": [(4, pytest.approx(min(eval_bpcs)))],
         "hparams/final_train_bpc": [(4, pytest.approx(logged[-1]["train_bpc"]))],
-        "hparams/final_sample_well_formed_fraction": [(4, pytest.approx(logged[-1]["sample_well_formed_fraction"]))],
     }
     experiment = plugin["_hparams_/experiment"].experiment
     assert {info.name.tag for info in experiment.metric_infos} == set(figures)

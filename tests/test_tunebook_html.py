@@ -37,15 +37,17 @@ def book(tmp_path_factory) -> dict:
     bodies = [_bundled("Crowley's No. 1"), REJECTED, BROKEN, _bundled("Bonnie Kate"), _bundled("Cooley's")]
     texts = [f"X:{number}\n{body}" for number, body in enumerate(bodies, start=1)]
     path = tmp / "book.abc"
-    path.write_text(HEADER + "\n\n" + "\n\n".join(texts) + "\n", encoding="utf-8")
+    cut_off = "X:6\nT:Cut off\nK:D"  # sampled, but no body: not rendered, and its --jsonl line is passed over
+    path.write_text(HEADER + "\n\n" + "\n\n".join([*texts, cut_off]) + "\n", encoding="utf-8")
     records = [
         {"index": index, "abc": text + "\n", "finished": index != 2, "log_likelihood": log_likelihood}
-        for index, (text, log_likelihood) in enumerate(zip(texts, LOG_LIKELIHOODS, strict=True))
+        for index, (text, log_likelihood) in enumerate(zip([*texts, cut_off], [*LOG_LIKELIHOODS, -1.0], strict=True))
     ]
     jsonl = tmp / "book.jsonl"
     jsonl.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     summary = tunebook_html.render_html(str(path), str(tmp / "out"), set(), str(jsonl), progress=False)
-    return {"out": tmp / "out", "texts": texts, "summary": summary, "checks": evaluate.evaluate_tunes(texts)["tunes"]}
+    checks = evaluate.evaluate_tunes(texts)["tunes"]
+    return {"path": path, "out": tmp / "out", "texts": texts, "summary": summary, "checks": checks}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,9 @@ def test_page_loads_offline_and_shows_the_header_and_every_tune_without_console_
     titles = page.execute_script("return [...document.querySelectorAll('.tune h2')].map(h => h.lastChild.textContent)")
     assert titles == ["Crowley's No. 1", "Rejected", "Broken", "Bonnie Kate", "Cooley's"]
     assert page.find_element(By.ID, "book-header").text == HEADER
+    notes = [note.text for note in page.find_elements(By.CSS_SELECTOR, "#notes li")]
+    cut_off_line = book["path"].read_text(encoding="utf-8").splitlines().index("X:6") + 1
+    assert notes == [f"left out 1 tune that could not be read: {book['path']}:{cut_off_line} (no body)"]
     WebDriverWait(page, WAIT_S).until(lambda driver: _drawn(_cards(driver)[0]))
     resources = page.execute_script("return performance.getEntriesByType('resource').map(entry => entry.name)")
     assert all(name.startswith("file:") for name in resources), resources
@@ -177,6 +182,33 @@ def test_search_sort_and_filters_choose_and_order_the_tunes(book, page) -> None:
     assert page.find_element(By.ID, "count").text == "3 of 5 tunes match"
 
 
+def _page_data(page: pathlib.Path) -> dict:
+    found = re.search(r'<script type="application/json" id="tunebook-data">(.*?)</script>', page.read_text(), re.DOTALL)
+    return json.loads(found[1])
+
+
+def test_a_tunebook_and_jsonl_from_abcjax_sample_make_a_page_with_every_tunes_fields(tmp_path, tiny_workdir) -> None:
+    book, jsonl = tmp_path / "book.abc", tmp_path / "book.jsonl"
+    prime = "X:1\\nT:Sampled\\nM:6/8\\nL:1/8\\nK:D\\n"  # the model of tiny_workdir is barely trained
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["sample", "--workdir", str(tiny_workdir), "--num_tunes", "4", "--max_length", "120", "--prime", prime]
+            + ["--out", str(book), "--jsonl", str(jsonl)]
+        )
+    assert exit_info.value.code == 0
+    tunebook_html.render_html(str(book), str(tmp_path / "out"), set(), str(jsonl), progress=False)
+    data = _page_data(tmp_path / "out" / "index.html")
+    assert data["header"].startswith(f"% abcjax sample: checkpoint step 4 of {tiny_workdir}\n% seed 0")
+    records = {record["abc"].partition("\n")[0]: record for record in map(json.loads, jsonl.read_text().splitlines())}
+    shown = {f"X:{tune['number']}": tune for tune in data["tunes"]}
+    assert shown and set(shown) <= set(records)
+    for x, tune in shown.items():
+        assert tune["values"]["log_likelihood"] == records[x]["log_likelihood"]
+        assert tune["values"]["finished"] == records[x]["finished"]
+    left_out = len(records) - len(shown)  # tunes cut off before their music: noted, their lines passed over
+    assert len(data["notes"]) == (1 if left_out else 0)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -209,10 +241,11 @@ def test_jsonl_without_html_is_refused(tmp_path, capsys) -> None:
     assert capsys.readouterr().err == "abcjax: error: --jsonl adds its fields to the web page: give --html with it\n"
 
 
-def test_page_data_cannot_end_its_script_element() -> None:
+def test_page_data_cannot_end_its_script_element(tmp_path) -> None:
     data = {"header": "</script><!--", "notes": [], "fields": [], "tunes": []}
     page = tunebook_html.page_html("a <b> & c", data)
-    script = re.search(r'<script type="application/json" id="tunebook-data">(.*?)</script>', page, re.DOTALL)[1]
-    assert json.loads(script) == data and "<" not in script
+    (tmp_path / "index.html").write_text(page, encoding="utf-8")
+    assert _page_data(tmp_path / "index.html") == data
+    assert "<!--" not in page.partition('id="tunebook-data">')[2].partition("</script>")[0]
     assert "<title>a &lt;b&gt; &amp; c</title>" in page
     assert "Permission is hereby granted, free of charge" in page and "abcjs</a> 6.7.2 (MIT License" in page

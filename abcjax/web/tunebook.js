@@ -179,7 +179,12 @@
       facts(tune),
       checks(tune),
       messages(tune),
-      element("div", { class: "music" }, sheetProblem ? element("p", { class: "problem" }, problemText(sheetProblem)) : null),
+      element(
+        "div",
+        { class: "music" },
+        // abcjs sizes the element it draws in by its parent's width: .paper, inside .music, whose width is capped
+        sheetProblem ? element("p", { class: "problem" }, problemText(sheetProblem)) : element("div", { class: "paper" }),
+      ),
       element("div", { class: "play" }, player(tune, soundProblem)),
       fileLinks(tune),
       ...otherProblems.map((problem) => element("p", { class: "problem" }, problemText(problem))),
@@ -232,7 +237,7 @@
       for (const entry of entries) {
         if (!entry.isIntersecting) continue;
         musicWatcher.unobserve(entry.target);
-        drawMusic(entry.target, entry.target.closest(".tune").tune);
+        drawMusic(entry.target.querySelector(".paper"), entry.target.closest(".tune").tune);
       }
     },
     { rootMargin: "300px 0px" },
@@ -250,6 +255,7 @@
     } catch (error) {
       target.replaceChildren(element("p", { class: "problem" }, `abcjs could not draw this tune: ${error.message}`));
     }
+    window.tunebook.firstMusicMs = window.tunebook.firstMusicMs || performance.now(); // for measuring load time
   }
 
   // One tune plays at a time.
@@ -274,5 +280,5 @@
   for (const tune of tunes) tune.plainTitle = plain(tune.title);
   buildControls();
   apply();
-  window.tunebook = { firstCardsMs: performance.now(), tunes: tunes.length };
+  window.tunebook = { firstCardsMs: performance.now(), tunes: tunes.length }; // milliseconds since navigation
 })();
