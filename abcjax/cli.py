@@ -177,7 +177,7 @@ def _render(args: argparse.Namespace, overrides: list[str]) -> int:
         raise AbcjaxError(f"--timeout {args.timeout} must be above 0 seconds")
     if args.jsonl and not args.html:
         raise AbcjaxError("--jsonl adds its fields to the web page: give --html with it")
-    formats = {name for name in render.FORMATS if getattr(args, name, False)}  # none named: the defaults
+    formats = {name for name in render.FORMATS if getattr(args, name, False)}  # "abc" has no flag; none: defaults
     if args.html:
         from abcjax import tunebook_html
 

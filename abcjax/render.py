@@ -1,9 +1,9 @@
 """`abcjax render`: MIDI, WAV, Ogg and SVG files of a tunebook's tunes, so a person can hear and see them.
 
 The work is done by Debian's command-line tools: abc2midi (package abcmidi) for MIDI, fluidsynth with
-a General MIDI soundfont or else timidity for WAV and Ogg Vorbis, abcm2ps for SVG. Each tune is written to its own
-small ABC file and every tool runs on that file alone, under a time limit, so a generated tune that
-breaks or hangs a tool costs only that tune's file, never the batch. A missing tool skips its format
+a General MIDI soundfont or else timidity for WAV and Ogg Vorbis, abcm2ps for SVG. Each tune is written
+to its own small ABC file and every tool runs on that file alone, under a time limit, so a generated
+tune that breaks or hangs a tool costs only that tune's file, never the batch. A missing tool skips its format
 with the package to install; the other formats still render.
 
 Files are named by tune number and title (`007-the-kesh.mid`), so reruns overwrite them. Tools write
@@ -194,20 +194,8 @@ def _synth_command(fmt: str, rate: int) -> tuple[str, ...] | None:
     product = f"{{stem}}.{fmt}"
     if shutil.which("fluidsynth") and soundfont:
         file_type = {"wav": "wav", "ogg": "oga"}[fmt]  # libsndfile's name for Ogg Vorbis
-        return (
-            "fluidsynth",
-            "-ni",
-            "-g",
-            "1.0",
-            "-T",
-            file_type,
-            "-F",
-            product,
-            "-r",
-            str(rate),
-            soundfont,
-            "{stem}.mid",
-        )
+        options = ("-ni", "-g", "1.0", "-T", file_type, "-F", product, "-r", str(rate))
+        return ("fluidsynth", *options, soundfont, "{stem}.mid")
     if shutil.which("timidity"):
         mode = {"wav": "-Ow", "ogg": "-Ov"}[fmt]
         return ("timidity", mode, "-A", "300", "-s", str(rate), "-o", product, "{stem}.mid")
@@ -324,7 +312,7 @@ def _render_tune(
 
 
 def tune_audio(text: str, sample_rate: int, timeout: float = DEFAULT_TIMEOUT_S) -> np.ndarray | None:
-    """One tune played as mono samples in [-1, 1] at sample_rate  # [time], or None when a tool rejects it.
+    """One tune played at sample_rate as mono float32 samples in [-1, 1], or None when a tool rejects it.
 
     The tools and their runs are render's own (MIDI, then WAV), so what TensorBoard plays is what
     `abcjax render --wav` writes; the caller checks available_formats()["wav"] first.

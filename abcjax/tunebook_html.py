@@ -46,6 +46,9 @@ def render_html(
     tunes = render.tune_files(corpus.tunes)
     extras = read_jsonl(jsonl, tunes, read_all_tunes(path)) if jsonl else [{} for _ in tunes]
     report = render.render_tunebook(path, out_dir, set(formats) | PAGE_FORMATS, progress, timeout, jobs)
+    index = pathlib.Path(out_dir) / "index.html"
+    if progress:  # evaluating takes a few seconds per 10,000 tunes
+        print(f"checking {len(tunes):,} tunes for {index}", flush=True)
     checks, notes = _tune_checks(corpus.tunes)
     rows = [{**extra, **check} for extra, check in zip(extras, checks, strict=True)]
     fields = _fields(rows)
@@ -57,7 +60,6 @@ def render_html(
         "fields": fields,
         "tunes": _tune_records(tunes, rows, report),
     }
-    index = pathlib.Path(out_dir) / "index.html"
     storage.write_text_atomically(storage.as_path(str(index)), page_html(pathlib.Path(path).name, data))
     return f"{report.summary()}; wrote {index}"
 

@@ -99,7 +99,7 @@
   }
 
   function passes(tune) {
-    if (state.query && !tune.plainTitle.includes(state.query)) return false;
+    if (state.query && !(tune.plainTitle ??= plain(tune.title)).includes(state.query)) return false;
     for (const [name, rule] of Object.entries(state.filters)) {
       const value = tune.values[name];
       const kind = byName[name].kind;
@@ -277,7 +277,6 @@
     $("notes").append(...book.notes.map((note) => element("li", {}, note)));
     $("notes").hidden = false;
   }
-  for (const tune of tunes) tune.plainTitle = plain(tune.title);
   buildControls();
   apply();
   window.tunebook = { firstCardsMs: performance.now(), tunes: tunes.length }; // milliseconds since navigation
