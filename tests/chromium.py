@@ -30,6 +30,9 @@ FLAGS = (  # no sandbox (tests may run as root), no GPU, and no network traffic 
 @contextlib.contextmanager
 def chromium(width: int = 1100, height: int = 900):
     """A Selenium driver of a headless Chromium with a window of width x height, its console log kept."""
+    for program in (CHROMIUM, CHROMEDRIVER):
+        if not pathlib.Path(program).is_file():
+            raise RuntimeError(f"{program} not found: install Debian's chromium and chromium-driver (.ci/run does)")
     with tempfile.TemporaryDirectory(prefix="abcjax-chromium-") as profile:
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
