@@ -277,7 +277,7 @@
     $("notes").append(...book.notes.map((note) => element("li", {}, note)));
     $("notes").hidden = false;
   }
-  buildControls();
   apply();
   window.tunebook = { firstCardsMs: performance.now(), tunes: tunes.length }; // milliseconds since navigation
+  setTimeout(buildControls); // counting every value for the filters can wait until the first tunes show
 })();
