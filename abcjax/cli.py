@@ -71,12 +71,21 @@ def _parser() -> argparse.ArgumentParser:
         help="also time the same model in PyTorch, in turns with abcjax (needs the torch extra)",
     )
 
-    render = commands.add_parser("render", help="write MIDI, WAV and SVG files of a tunebook's tunes")
+    render = commands.add_parser(
+        "render",
+        help="write MIDI, WAV, Ogg and SVG files of a tunebook's tunes, and a web page of them all",
+        epilog="With no format named, --midi --wav --svg.",
+    )
     render.add_argument("tunebook", help="ABC file, e.g. one written by abcjax sample --out")
     render.add_argument("--out", required=True, help="directory for the files (created if needed; reruns overwrite)")
     render.add_argument("--midi", action="store_true", help="MIDI via abc2midi (Debian: abcmidi)")
     render.add_argument("--wav", action="store_true", help="WAV via fluidsynth + GM soundfont, else timidity")
+    render.add_argument("--ogg", action="store_true", help="Ogg Vorbis, as --wav but compressed, at 22.05 kHz")
     render.add_argument("--svg", action="store_true", help="sheet music via abcm2ps (Debian: abcm2ps)")
+    render.add_argument(
+        "--html", action="store_true", help="also OUT/index.html, an offline tunebook page (adds .abc .mid .ogg .svg)"
+    )
+    render.add_argument("--jsonl", help="with --html: the tunes' `abcjax sample --jsonl` file, to show its fields")
     render.add_argument("--jobs", type=int, help="tunes rendered at once (default: one per CPU)")
     render.add_argument("--timeout", type=float, default=30.0, help="seconds each tool may spend on one tune")
     return parser
@@ -166,9 +175,19 @@ def _render(args: argparse.Namespace, overrides: list[str]) -> int:
 
     if not args.timeout > 0:
         raise AbcjaxError(f"--timeout {args.timeout} must be above 0 seconds")
-    formats = {name for name in render.FORMATS if getattr(args, name)}  # none named: all three
-    report = render.render_tunebook(args.tunebook, args.out, formats, jobs=args.jobs, timeout=args.timeout)
-    print(report.summary())
+    if args.jsonl and not args.html:
+        raise AbcjaxError("--jsonl adds its fields to the web page: give --html with it")
+    formats = {name for name in render.FORMATS if getattr(args, name, False)}  # "abc" has no flag; none: defaults
+    if args.html:
+        from abcjax import tunebook_html
+
+        print(
+            tunebook_html.render_html(
+                args.tunebook, args.out, formats, args.jsonl, jobs=args.jobs, timeout=args.timeout
+            )
+        )
+    else:
+        print(render.render_tunebook(args.tunebook, args.out, formats, jobs=args.jobs, timeout=args.timeout).summary())
     return 0
 
 

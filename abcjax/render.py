@@ -1,9 +1,9 @@
-"""`abcjax render`: MIDI, WAV and SVG files of a tunebook's tunes, so a person can hear and see them.
+"""`abcjax render`: MIDI, WAV, Ogg and SVG files of a tunebook's tunes, so a person can hear and see them.
 
 The work is done by Debian's command-line tools: abc2midi (package abcmidi) for MIDI, fluidsynth with
-a General MIDI soundfont or else timidity for WAV, abcm2ps for SVG. Each tune is written to its own
-small ABC file and every tool runs on that file alone, under a time limit, so a generated tune that
-breaks or hangs a tool costs only that tune's file, never the batch. A missing tool skips its format
+a General MIDI soundfont or else timidity for WAV and Ogg Vorbis, abcm2ps for SVG. Each tune is written
+to its own small ABC file and every tool runs on that file alone, under a time limit, so a generated
+tune that breaks or hangs a tool costs only that tune's file, never the batch. A missing tool skips its format
 with the package to install; the other formats still render.
 
 Files are named by tune number and title (`007-the-kesh.mid`), so reruns overwrite them. Tools write
@@ -24,12 +24,18 @@ import subprocess
 import tempfile
 import time
 import unicodedata
+import wave
+
+import numpy as np
 
 from abcjax.corpus import Skip, read_corpus
 from abcjax.errors import AbcjaxError
 
-FORMATS = ("midi", "wav", "svg")
-EXTENSIONS = {"midi": "mid", "wav": "wav", "svg": "svg"}
+FORMATS = ("abc", "midi", "wav", "ogg", "svg")  # "abc": the tune's own text, for the HTML tunebook's links
+DEFAULT_FORMATS = ("midi", "wav", "svg")  # what a render that names no format makes
+EXTENSIONS = {"abc": "abc", "midi": "mid", "wav": "wav", "ogg": "ogg", "svg": "svg"}
+WAV_RATE = 44_100  # CD quality: a WAV file is for listening and editing
+OGG_RATE = 22_050  # a melody needs no more, and a tunebook of thousands stays small
 DEFAULT_TIMEOUT_S = 30.0  # Per tool and tune; real tunes take well under a second.
 SOUNDFONTS = (  # General MIDI soundfonts, in order of preference: Debian's, then other distributions'.
     "/usr/share/sounds/sf2/default-GM.sf2",
@@ -42,7 +48,6 @@ MAX_SLUG = 40
 # Commands run in the tune's scratch directory; "{stem}" stands for the tune's file name stem.
 MIDI_COMMAND = ("abc2midi", "{stem}.abc", "-o", "{stem}.mid")  # Exits 0 even on errors: judge by the file.
 SVG_COMMAND = ("abcm2ps", "-g", "-q", "-O", "{stem}.svg", "{stem}.abc")  # -g writes {stem}001.svg.
-TIMIDITY_COMMAND = ("timidity", "-Ow", "-o", "{stem}.wav", "{stem}.mid")
 
 _INSTALL = "install it with `sudo apt-get install {}`"
 _NO_SYNTH = (
@@ -88,7 +93,9 @@ class RenderReport:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Tune:
+class TuneFile:
+    """A tune as render names its files: its number (X: or position), title and file name stem."""
+
     number: int
     title: str
     stem: str  # output file name without extension, e.g. "007-the-kesh"
@@ -99,7 +106,7 @@ class _Tune:
 class _ToolRun:
     """One tool run per tune: its command, the file it makes, and what that file is for."""
 
-    command: tuple[str, ...]
+    command: tuple[str, ...]  # empty for the tune's own .abc file, which is there before any tool runs
     product: str  # the file the command writes, "{stem}" filled in per tune
     formats: tuple[str, ...]  # the asked formats lost if this run fails
     keep_as: str | None  # the format this file is published as; None for an intermediate file
@@ -108,11 +115,12 @@ class _ToolRun:
 def available_formats() -> dict[str, str | None]:
     """Each format mapped to None when its tools are installed, else what to install to get it."""
     midi = None if shutil.which("abc2midi") else f"abc2midi not found: {_INSTALL.format('abcmidi')}"
-    wav_problems = [f"WAV is made from MIDI, and {midi}"] if midi else []
-    if not _wav_command():
-        wav_problems.append(_NO_SYNTH)
+    sound_problems = [f"sound is made from MIDI, and {midi}"] if midi else []
+    if not _synth_command("wav", WAV_RATE):
+        sound_problems.append(_NO_SYNTH)
+    sound = "; ".join(sound_problems) or None
     svg = None if shutil.which("abcm2ps") else f"abcm2ps not found: {_INSTALL.format('abcm2ps')}"
-    return {"midi": midi, "wav": "; ".join(wav_problems) or None, "svg": svg}
+    return {"abc": None, "midi": midi, "wav": sound, "ogg": sound, "svg": svg}
 
 
 def render_tunebook(
@@ -125,13 +133,13 @@ def render_tunebook(
 ) -> RenderReport:
     """Render every tune of the ABC file at path into out_dir, one file per tune and format.
 
-    formats is a subset of FORMATS; empty means all. A format whose tools are missing is skipped,
+    formats is a subset of FORMATS; empty means DEFAULT_FORMATS. A format whose tools are missing is skipped,
     and a tune a tool fails on is reported and skipped; only when no asked format can be made at
     all is it an error. progress prints skipped formats, failed tunes and a line with count and ETA
     every tenth of the batch. timeout is the seconds each tool may spend on one tune; jobs is how many
     tunes render at once (default: one per CPU).
     """
-    asked = set(formats) or set(FORMATS)
+    asked = set(formats) or set(DEFAULT_FORMATS)
     unknown = asked - set(FORMATS)
     if unknown:
         raise AbcjaxError(f"unknown format {', '.join(sorted(unknown))}: choose from {', '.join(FORMATS)}")
@@ -149,7 +157,7 @@ def render_tunebook(
     for where, why in corpus.report.skipped:
         _say(progress, f"not rendering the tune at {where}: {why}")
     runs = _tool_runs(asked - set(skipped))
-    written, failures = _render_all(_tunes(corpus.tunes), runs, out, timeout, jobs, progress)
+    written, failures = _render_all(tune_files(corpus.tunes), runs, out, timeout, jobs, progress)
     return RenderReport(
         out_dir=out_dir,
         num_tunes=len(corpus.tunes),
@@ -175,36 +183,50 @@ def _make_out_dir(out_dir: str) -> pathlib.Path:
     return out
 
 
-def _wav_command() -> tuple[str, ...] | None:
-    """fluidsynth with a General MIDI soundfont when both are installed (it sounds better), else timidity."""
+def _synth_command(fmt: str, rate: int) -> tuple[str, ...] | None:
+    """The command playing {stem}.mid into {stem}.wav or {stem}.ogg (fmt) at rate samples per second:
+    fluidsynth with a General MIDI soundfont when both are installed (it sounds better), else timidity.
+
+    Both play louder than their defaults, which peak near -25 dBFS on abc2midi's tunes (too quiet beside
+    other sound); the gains here put the bundled tunes' peaks near -10 dBFS, chords included.
+    """
     soundfont = next((path for path in SOUNDFONTS if os.path.isfile(path)), None)
+    product = f"{{stem}}.{fmt}"
     if shutil.which("fluidsynth") and soundfont:
-        return ("fluidsynth", "-ni", "-T", "wav", "-F", "{stem}.wav", "-r", "44100", soundfont, "{stem}.mid")
-    return TIMIDITY_COMMAND if shutil.which("timidity") else None
+        file_type = {"wav": "wav", "ogg": "oga"}[fmt]  # libsndfile's name for Ogg Vorbis
+        options = ("-ni", "-g", "1.0", "-T", file_type, "-F", product, "-r", str(rate))
+        return ("fluidsynth", *options, soundfont, "{stem}.mid")
+    if shutil.which("timidity"):
+        mode = {"wav": "-Ow", "ogg": "-Ov"}[fmt]
+        return ("timidity", mode, "-A", "300", "-s", str(rate), "-o", product, "{stem}.mid")
+    return None
 
 
-def _tool_runs(formats: set[str]) -> list[_ToolRun]:
-    """The tool runs each tune needs for formats, in order: MIDI first, since WAV is played from it."""
+def _tool_runs(formats: set[str], wav_rate: int = WAV_RATE) -> list[_ToolRun]:
+    """The tool runs each tune needs for formats, in order: MIDI first, since WAV and Ogg are played from it."""
     runs = []
-    wav_command = _wav_command()
-    if formats & {"midi", "wav"}:
-        needs_midi = tuple(fmt for fmt in ("midi", "wav") if fmt in formats)
+    sounds = [fmt for fmt in ("wav", "ogg") if fmt in formats]
+    if "midi" in formats or sounds:
         keep_as = "midi" if "midi" in formats else None
-        runs.append(_ToolRun(MIDI_COMMAND, "{stem}.mid", needs_midi, keep_as))
-    if "wav" in formats and wav_command:
-        runs.append(_ToolRun(wav_command, "{stem}.wav", ("wav",), "wav"))
+        runs.append(_ToolRun(MIDI_COMMAND, "{stem}.mid", ("midi", *sounds) if keep_as else tuple(sounds), keep_as))
+    for fmt in sounds:
+        command = _synth_command(fmt, wav_rate if fmt == "wav" else OGG_RATE)
+        if command:
+            runs.append(_ToolRun(command, f"{{stem}}.{fmt}", (fmt,), fmt))
     if "svg" in formats:
         runs.append(_ToolRun(SVG_COMMAND, "{stem}001.svg", ("svg",), "svg"))
+    if "abc" in formats:  # written before the tools run; kept like their files
+        runs.append(_ToolRun((), "{stem}.abc", ("abc",), "abc"))
     return runs
 
 
-def _tunes(texts: tuple[str, ...]) -> list[_Tune]:
+def tune_files(texts: tuple[str, ...]) -> list[TuneFile]:
     """The tunes with their numbers, titles and file stems, zero-padded so files sort in tune order."""
     numbers = _tune_numbers(texts)
     width = max(3, len(str(max(numbers))))
     titles = [_title(text) for text in texts]
     return [
-        _Tune(number, title, f"{number:0{width}d}-{slug(title)}", text)
+        TuneFile(number, title, f"{number:0{width}d}-{slug(title)}", text)
         for number, title, text in zip(numbers, titles, texts, strict=True)
     ]
 
@@ -229,7 +251,7 @@ def _title(text: str) -> str:
 
 
 def _render_all(
-    tunes: list[_Tune], runs: list[_ToolRun], out: pathlib.Path, timeout: float, jobs: int | None, progress: bool
+    tunes: list[TuneFile], runs: list[_ToolRun], out: pathlib.Path, timeout: float, jobs: int | None, progress: bool
 ) -> tuple[dict[str, list[str]], list[Failure]]:
     """Render tunes on a pool of threads (the work is in the tools' processes), reporting as they finish."""
     written: dict[str, list[str]] = collections.defaultdict(list)
@@ -258,7 +280,7 @@ def _render_all(
 
 
 def _render_tune(
-    tune: _Tune, runs: list[_ToolRun], out: pathlib.Path, timeout: float
+    tune: TuneFile, runs: list[_ToolRun], out: pathlib.Path, timeout: float
 ) -> tuple[list[tuple[str, str]], list[Failure]]:
     """Run each tool on one tune in a scratch directory, then move the files that came out right into out.
 
@@ -275,7 +297,7 @@ def _render_tune(
                 continue
             product = scratch / run.product.replace("{stem}", tune.stem)
             command = [arg.replace("{stem}", tune.stem) for arg in run.command]
-            problem = _run_tool(command, product, timeout)
+            problem = _run_tool(command, product, timeout) if command else None
             if problem:
                 failures.append(Failure(tune.number, tune.title, run.formats, problem))
                 lost.update(run.formats)
@@ -287,6 +309,23 @@ def _render_tune(
             product.replace(final)
             written.append((fmt, str(final)))
     return written, failures
+
+
+def tune_audio(text: str, sample_rate: int, timeout: float = DEFAULT_TIMEOUT_S) -> np.ndarray | None:
+    """One tune played at sample_rate as mono float32 samples in [-1, 1], or None when a tool rejects it.
+
+    The tools and their runs are render's own (MIDI, then WAV), so what TensorBoard plays is what
+    `abcjax render --wav` writes; the caller checks available_formats()["wav"] first.
+    """
+    with tempfile.TemporaryDirectory(prefix="abcjax-audio-") as folder:
+        out = pathlib.Path(folder)
+        written, _ = _render_tune(TuneFile(1, "", "tune", text), _tool_runs({"wav"}, sample_rate), out, timeout)
+        if not written:
+            return None
+        with wave.open(str(out / "tune.wav"), "rb") as file:
+            channels, frames = file.getnchannels(), file.readframes(file.getnframes())
+    samples = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)  # [time, channel], 16-bit
+    return samples.mean(axis=1, dtype=np.float32) / 32768.0
 
 
 def _run_tool(command: list[str], product: pathlib.Path, timeout: float) -> str | None:

@@ -116,7 +116,7 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
     evaluate = _make_evaluator(dataset, model, mesh, config)
     sample_tunes = _make_tune_sampler(model, dataset, mesh, config)
     train_step = _compile(steps.make_train_step(model, tx, config, mesh), state, tokens)
-    writer = metrics.MetricsWriter(workdir, first_step)
+    writer = metrics.MetricsWriter(workdir, first_step, audio_tunes=train_cfg.sample_audio_tunes)
     writer.write_config(config_json)
     progress = metrics.Progress(first_step, last_step)
     chars_per_step = train_cfg.batch_size * config.data.seq_length

@@ -5,7 +5,9 @@ import os
 import pathlib
 import shutil
 import sys
+import wave
 
+import numpy as np
 import pytest
 
 from abcjax import render
@@ -118,7 +120,8 @@ def test_missing_tool_skips_its_formats_with_the_package_to_install(tmp_path, on
     book = _tunebook(tmp_path / "book.abc", _tune(1, "One"))
     report = render.render_tunebook(book, str(tmp_path / "out"), set(), progress=False)
     assert {path.suffix[1:] for path in (tmp_path / "out").iterdir()} == made
-    assert report.skipped.keys() == hints.keys() == {fmt for fmt, hint in render.available_formats().items() if hint}
+    missing = {fmt for fmt, hint in render.available_formats().items() if hint and fmt in render.DEFAULT_FORMATS}
+    assert report.skipped.keys() == hints.keys() == missing
     for fmt, hint in hints.items():
         assert hint in report.skipped[fmt]
     assert f"; no {min(hints)}: " in report.summary()
@@ -160,7 +163,7 @@ def test_fluidsynth_plays_the_wav_when_a_soundfont_is_installed_else_timidity(
     book = _tunebook(tmp_path / "book.abc", _tune(1, "One"))
     render.render_tunebook(book, str(tmp_path / "out"), {"wav"}, progress=False)
     wav = (tmp_path / "out" / "001-one.wav").read_bytes()
-    fluidsynth_args = f"RIFF -ni -T wav -F 001-one.wav -r 44100 {soundfont} 001-one.mid".encode()
+    fluidsynth_args = f"RIFF -ni -g 1.0 -T wav -F 001-one.wav -r 44100 {soundfont} 001-one.mid".encode()
     assert (wav == fluidsynth_args) == has_soundfont
     assert (wav[8:12] == b"WAVE") != has_soundfont
     assert _listing(tmp_path / "out") == ["001-one.wav"]  # The MIDI it was played from is not kept.
@@ -221,7 +224,7 @@ def test_slug_is_a_short_lowercase_ascii_file_name_part(title: str, expected: st
     ("name", "formats", "jobs", "message"),
     [
         ("missing.abc", {"midi"}, None, "missing.abc: no such file or directory"),
-        ("book.abc", {"midi", "mp3"}, None, "unknown format mp3: choose from midi, wav, svg"),
+        ("book.abc", {"midi", "mp3"}, None, "unknown format mp3: choose from abc, midi, wav, ogg, svg"),
         ("book.abc", {"midi"}, 0, "--jobs 0 must be at least 1"),
     ],
 )
@@ -245,3 +248,29 @@ def test_progress_says_what_is_skipped_once_each_failure_and_the_count_with_eta(
     counts = [line.split(" tunes done, ETA ")[0].strip() for line in lines if "tunes done" in line]
     assert counts == [f"{done}/20" for done in range(2, 21, 2)]
     assert lines[-1].endswith("failures so far: 1")
+
+
+@pytest.mark.parametrize("synth", ["default", "timidity"])
+def test_ogg_is_compressed_vorbis_and_abc_is_the_tunes_own_text(tmp_path, only_tools, synth) -> None:
+    if synth == "timidity":  # the synthesizer of a machine without fluidsynth and its soundfont
+        only_tools("abc2midi", "timidity")
+    book = _tunebook(tmp_path / "book.abc", _tune(1, "One"))
+    report = render.render_tunebook(book, str(tmp_path / "out"), {"ogg", "abc"}, progress=False)
+    assert _listing(tmp_path / "out") == ["001-one.abc", "001-one.ogg"]  # the MIDI it was played from is not kept
+    ogg = (tmp_path / "out" / "001-one.ogg").read_bytes()
+    assert ogg.startswith(b"OggS") and b"vorbis" in ogg[:100]
+    assert (tmp_path / "out" / "001-one.abc").read_text(encoding="utf-8") == _tune(1, "One") + "\n"
+    assert report.summary() == f"rendered 1 tunes into {tmp_path / 'out'}: 1 abc, 1 ogg"
+
+
+def test_tune_audio_is_the_tune_as_mono_samples_as_long_as_its_wav(rendered) -> None:
+    # The same tune, played by the same tools as `render --wav` at 44.1 kHz, lasts as long at 16 kHz.
+    _, out = rendered
+    with wave.open(str(out / "002-bonnie-kate.wav"), "rb") as wav:
+        seconds = wav.getnframes() / wav.getframerate()
+    tune = next(tune for tune in read_corpus(str(BUNDLED_CORPUS)).tunes if "\nT:Bonnie Kate\n" in tune)
+    samples = render.tune_audio(tune, 16_000)
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) / 16_000 - seconds) < 0.1, (len(samples), seconds)
+    assert 0.1 < np.abs(samples).max() < 0.9  # neither faint nor clipped
+    assert render.tune_audio(BROKEN, 16_000) is None
