@@ -51,7 +51,8 @@ H100 = Chip(
     {"default": 495 * TERA, "high": 495 * TERA, "highest": 67 * TERA},
 )
 
-# What XLA's GPU compiler needs to know of a GPU it cannot see (an H100 SXM as CUDA 12.8 reports it).
+# What XLA's GPU compiler needs to know of a GPU it cannot see: a real H100 SXM's, as quoted in
+# jax-ml/jax issue 28376 (CUDA 12.8).
 H100_TARGET_CONFIG = """
 gpu_device_info {
   threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
@@ -130,5 +131,9 @@ def find_topology(name: str) -> Topology:
     for topology in TOPOLOGIES.values():
         if name in (topology.name, topology.sold_as):
             return topology
-    known = ", ".join(f"{topology.name} ({topology.sold_as})" for topology in TOPOLOGIES.values())
-    raise AbcjaxError(f"unknown topology {name!r}: give one of {known}")
+    raise AbcjaxError(f"unknown topology {name!r}: give one of {known_topologies()}")
+
+
+def known_topologies() -> str:
+    """Every topology's name and what it is sold as, for help texts and errors."""
+    return ", ".join(f"{topology.name} ({topology.sold_as})" for topology in TOPOLOGIES.values())

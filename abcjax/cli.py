@@ -9,6 +9,7 @@ import sys
 
 from absl import logging as absl_logging
 
+from abcjax import accelerators
 from abcjax.errors import AbcjaxError
 
 USAGE_ERROR = 2
@@ -73,14 +74,16 @@ def _parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser(
         "compile",
-        help="compile the train step, eval step and sampler for a TPU slice ahead of time, on any machine: "
-        "does the config fit? (exit code 1 when it does not)",
+        help="compile the train step, eval step and sampler for a TPU slice (or GPU host) ahead of time, on any "
+        "machine: does the config fit? (exit code 1 when it does not)",
         epilog="Override any config key with --config.KEY=VALUE, e.g. --config.model.dtype=bfloat16. "
         "Needs libtpu: pip install -e '.[tpu]'. See docs/tpu-compile.md.",
     )
     compile_.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
     compile_.add_argument(
-        "--topology", required=True, help="the slice, e.g. v5e:4x4 or its accelerator type v5litepod-16"
+        "--topology",
+        required=True,
+        help=f"the slice, by name or accelerator type: {accelerators.known_topologies()}",
     )
     compile_.add_argument(
         "--num_tunes", type=int, default=1024, help="sampler slots, as abcjax sample --batch_size (default 1024)"

@@ -78,8 +78,11 @@ def load_devices(topology: Topology) -> list:
             os.environ.setdefault(variable, value)
     try:
         return topologies.get_topology_desc(platform=topology.platform, **topology.options).devices
-    except NotImplementedError:  # no PJRT plugin for the platform
-        raise AbcjaxError(f"compiling for {topology.name} needs JAX's CUDA plugin: {CUDA_PLUGIN}") from None
+    except NotImplementedError:  # no PJRT plugin registered for the platform
+        raise AbcjaxError(
+            f"compiling for {topology.name} needs JAX's CUDA plugin, which registers without a GPU only under "
+            f"JAX_PLATFORMS=cpu (abcjax compile sets it): {CUDA_PLUGIN}"
+        ) from None
     except Exception as error:  # libtpu of another JAX version, or a plugin that fails to start
         install = TPU_EXTRA if topology.is_tpu else CUDA_PLUGIN
         raise AbcjaxError(f"could not load {topology.name}'s compiler ({first_line(error)}): {install}") from None
@@ -111,7 +114,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str, 
     hosts = len({device.process_index for device in mesh.devices.flat})
     _say(
         f"compiling for {topology.name} ({topology.sold_as}): {mesh.devices.size} {topology.chip.name} chips "
-        f"on {hosts} host(s)"
+        f"on {_count(hosts, 'host')}"
     )
     with _compiling_afresh():
         train_step = steps.make_train_step(model, tx, config, mesh)
@@ -188,7 +191,9 @@ def _compile(name: str, function, *arguments) -> Program:
     except jax.errors.JaxRuntimeError as error:
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
-        return Program(name, time.perf_counter() - started, out_of_memory=first_line(error))
+        seconds = time.perf_counter() - started
+        _say(f"the {name} ran out of memory (after {seconds:.1f}s)")
+        return Program(name, seconds, out_of_memory=first_line(error))
     seconds = time.perf_counter() - started
     memory = compiled.memory_analysis()
     _say(f"compiled the {name} in {seconds:.1f}s")
@@ -262,10 +267,10 @@ def _say(message: str) -> None:
 def format_report(report: dict) -> str:
     """The report as aligned lines: the slice, bytes per chip and compile time of each program, the
     verdict, and the ceilings."""
-    hbm = report["hbm_bytes_per_chip"]
+    hbm, estimate = report["hbm_bytes_per_chip"], report["estimate"]
     lines = [
         f"{report['topology']} ({report['accelerator']}): {report['chips']} {report['chip']} chips on "
-        f"{report['hosts']} host(s), {_size(hbm)} HBM each",
+        f"{_count(report['hosts'], 'host')}, {_size(hbm)} HBM each",
         f"model.dtype={report['dtype']}, {report['parameters']:,} parameters; per chip "
         f"{report['train_windows_per_chip']} training windows, {report['sample_slots_per_chip']} sampling slots",
         f"{'per chip':<11}{'arguments':>12}{'outputs':>12}{'temporaries':>12}{'code':>12}{'peak':>12}{'compile':>9}",
@@ -277,17 +282,17 @@ def format_report(report: dict) -> str:
             continue
         sizes = (program.argument, program.output - program.alias, program.temp, program.code, program.peak)
         lines.append(f"{name:<11}" + "".join(f"{_size(size):>12}" for size in sizes) + f"{program.seconds:>8.1f}s")
-    lines.append(_verdict_line(report, hbm))
-    estimate = report["estimate"]
     lines += [
-        f"ceilings of the slice in characters/s, analytic (docs/tpu-compile.md), at "
-        f"{estimate['matmul_peak_tflops']:.0f} TFLOP/s and {estimate['hbm_bandwidth_gbps']:.0f} GB/s per chip:",
-        f"  training {_rate(estimate, 'train_compute')} compute-bound ({estimate['train_flops_per_char'] / 1e6:.2f} "
-        f"MFLOP/char; {estimate['model_flops_per_char'] / 1e6:.2f} by 6 x matmul weights), "
-        f"{_rate(estimate, 'train_bandwidth')} bandwidth-bound ({estimate['train_bytes_per_char'] / 1e3:.1f} kB/char)",
-        f"  sampling {_rate(estimate, 'sample_compute')} compute-bound ({estimate['sample_flops_per_char'] / 1e6:.2f} "
-        f"MFLOP/char), {_rate(estimate, 'sample_bandwidth')} bandwidth-bound "
-        f"({estimate['sample_bytes_per_char'] / 1e3:.1f} kB/char)",
+        _verdict_line(report, hbm),
+        f"ceilings of the slice, analytic (docs/tpu-compile.md), at {estimate['matmul_peak_tflops']:.0f} TFLOP/s "
+        f"and {estimate['hbm_bandwidth_gbps']:.0f} GB/s per chip:",
+        f"  training {_rate(estimate, 'train_compute')} compute-bound "
+        f"({_si(estimate['train_flops_per_char'], 'FLOP')}/char as run, "
+        f"{_si(estimate['model_flops_per_char'], 'FLOP')} by 6 x matmul weights), "
+        f"{_rate(estimate, 'train_bandwidth')} bandwidth-bound ({_si(estimate['train_bytes_per_char'], 'B')}/char)",
+        f"  sampling {_rate(estimate, 'sample_compute')} compute-bound "
+        f"({_si(estimate['sample_flops_per_char'], 'FLOP')}/char), "
+        f"{_rate(estimate, 'sample_bandwidth')} bandwidth-bound ({_si(estimate['sample_bytes_per_char'], 'B')}/char)",
     ]
     return "\n".join(lines)
 
@@ -295,15 +300,22 @@ def format_report(report: dict) -> str:
 def _verdict_line(report: dict, hbm: int) -> str:
     """fits / does not fit, the bytes per chip of a training and of a sampling run, and what to lower."""
     training, sampling = report["training_bytes_per_chip"], report["sampling_bytes_per_chip"]
-    needs = []
-    if training is not None:
-        needs.append(f"training needs {_size(training)} of {_size(hbm)} per chip")
-    if sampling is not None:
-        tunes = report["sample_slots_per_chip"] * report["chips"]
-        needs.append(f"sampling {tunes} tunes at once {_size(sampling)}")
+    tunes = report["sample_slots_per_chip"] * report["chips"]
+    needs = [
+        f"training needs {_size(training)} of {_size(hbm)} per chip"
+        if training is not None
+        else "training runs out of memory",
+        f"sampling {tunes} tunes at once {_size(sampling)}"
+        if sampling is not None
+        else f"sampling {tunes} tunes at once runs out of memory",
+    ]
     if report["fits"]:
         return "fits: " + ", ".join(needs)
-    return "does not fit" + (f" ({', '.join(needs)})" if needs else "") + ": lower " + " or ".join(report["lower"])
+    return f"does not fit: {', '.join(needs)}: lower " + " or ".join(report["lower"])
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("s" if number != 1 else "")
 
 
 def _size(size: int) -> str:
@@ -311,4 +323,12 @@ def _size(size: int) -> str:
 
 
 def _rate(estimate: dict, bound: str) -> str:
-    return f"{estimate[bound + '_bound_chars_per_sec']:.3g}"
+    return f"{_si(estimate[bound + '_bound_chars_per_sec'], '')} chars/s"
+
+
+def _si(value: float, unit: str) -> str:
+    """3 significant figures with a decimal prefix: 26.98e6 FLOP -> '27.0 MFLOP'."""
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{' ' if unit else ''}{prefix}{unit}"
+    return f"{value:.3g}{' ' if unit else ''}{unit}"
