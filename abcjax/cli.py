@@ -9,6 +9,7 @@ import sys
 
 from absl import logging as absl_logging
 
+from abcjax import accelerators
 from abcjax.errors import AbcjaxError
 
 USAGE_ERROR = 2
@@ -70,6 +71,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time the same model in PyTorch, in turns with abcjax (needs the torch extra)",
     )
+
+    compile_ = commands.add_parser(
+        "compile",
+        help="compile the train step, eval step and sampler for a TPU slice (or GPU host) ahead of time, on any "
+        "machine: does the config fit? (exit code 1 when it does not)",
+        epilog="Override any config key with --config.KEY=VALUE, e.g. --config.model.dtype=bfloat16. "
+        "Needs libtpu: pip install -e '.[tpu]'. See docs/tpu-compile.md.",
+    )
+    compile_.add_argument("--config", required=True, help="config file, e.g. configs/default.py")
+    compile_.add_argument(
+        "--topology",
+        required=True,
+        help=f"the slice, by name or accelerator type: {accelerators.known_topologies()}",
+    )
+    compile_.add_argument(
+        "--num_tunes", type=int, default=1024, help="sampler slots, as abcjax sample --batch_size (default 1024)"
+    )
+    compile_.add_argument("--json", action="store_true", help="print one JSON object")
 
     render = commands.add_parser(
         "render",
@@ -170,6 +189,20 @@ def _bench(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace, overrides: list[str]) -> int:
+    if args.num_tunes < 1:
+        raise AbcjaxError(f"--num_tunes {args.num_tunes} must be at least 1")
+    # Nothing runs: JAX needs only the CPU, and a TPU VM's chips stay free for its own runs.
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    from abcjax import config as config_lib
+    from abcjax import tpu_compile
+
+    config = config_lib.load_config(args.config, overrides)
+    report = tpu_compile.compile_for_topology(config, args.topology, args.num_tunes)
+    print(json.dumps(report) if args.json else tpu_compile.format_report(report))
+    return 0 if report["fits"] else 1
+
+
 def _render(args: argparse.Namespace, overrides: list[str]) -> int:
     from abcjax import render
 
@@ -195,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: runs a subcommand; a user mistake is one line on stderr and exit code 2."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    overrides = [arg for arg in extra if arg.startswith("--config.") and args.command in ("train", "bench")]
+    overrides = [arg for arg in extra if arg.startswith("--config.") and args.command in ("train", "bench", "compile")]
     unknown = [arg for arg in extra if arg not in overrides]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
@@ -204,7 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command in ("train", "sample", "bench"):
             _set_up_jax(args)
-        commands = {"train": _train, "sample": _sample, "evaluate": _evaluate, "bench": _bench, "render": _render}
+        commands = {
+            "train": _train,
+            "sample": _sample,
+            "evaluate": _evaluate,
+            "bench": _bench,
+            "compile": _compile,
+            "render": _render,
+        }
         code = commands[args.command](args, overrides)
     except AbcjaxError as error:
         print(f"abcjax: error: {error}", file=sys.stderr)

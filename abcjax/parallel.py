@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -131,13 +132,14 @@ def _join(**settings) -> None:
         ) from None
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh of every device of every process, in jax.devices() order.
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh of every device of every process, in jax.devices() order, or of `devices`: the
+    compile-only devices of a slice that abcjax compiles for ahead of time (abcjax.tpu_compile).
 
     jax.devices() lists all processes' devices in the same order on each of them, so every process
     builds the same mesh, and the global batch (`train.batch_size`) is split over all of them.
     """
-    return Mesh(np.array(jax.devices()), (DATA_AXIS,))
+    return Mesh(np.array(jax.devices() if devices is None else list(devices)), (DATA_AXIS,))
 
 
 def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
@@ -157,16 +159,25 @@ def round_up_to_devices(count: int, mesh: Mesh) -> int:
     return round_up(count, mesh.devices.size)
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    """How parameters and the training text are placed: whole on every device."""
+    return NamedSharding(mesh, P())
+
+
+def rows_split(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """How batches are placed: split along `axis` over the data axis of the mesh."""
+    return NamedSharding(mesh, P(*([None] * axis), DATA_AXIS))
+
+
 def replicate(tree, mesh: Mesh):
     """Places a tree of host arrays whole on every device."""
-    sharding = NamedSharding(mesh, P())
+    sharding = replicated(mesh)
     return jax.tree_util.tree_map(lambda x: _put(np.asarray(x), sharding), tree)
 
 
 def shard_rows(array: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
     """Splits a host array along `axis` over the data axis of the mesh."""
-    spec = P(*([None] * axis), DATA_AXIS)
-    return _put(np.asarray(array), NamedSharding(mesh, spec))
+    return _put(np.asarray(array), rows_split(mesh, axis))
 
 
 def _put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:

@@ -22,7 +22,7 @@
 #   --zone ZONE            ABCJAX_ZONE          us-central1-a
 #   --project PROJECT      ABCJAX_PROJECT       gcloud's configured project
 #   --accelerator TYPE     ABCJAX_ACCELERATOR   v5litepod-8 (v5e, 8 chips, 1 host); e.g. v5litepod-16
-#                                               (2 hosts), v6e-8, v5p-8, v4-8, v4-32 (4 hosts)
+#                                               (4 hosts of 4), v6e-8, v5p-8, v4-8, v4-32 (4 hosts)
 #   --runtime VERSION      ABCJAX_RUNTIME       the TPU software version for the accelerator:
 #                                               v2-alpha-tpuv6e (v6e), v2-alpha-tpuv5 (v5p),
 #                                               v2-alpha-tpuv5-lite (v5e), tpu-ubuntu2204-base (v4, older)
@@ -40,6 +40,9 @@
 #   --worker N|all                              logs: which worker (default 0)
 #   --dry-run                                   print each command, shell-quoted, instead of running it
 #   --config.KEY=VALUE and anything after `--`  train, sample: passed to abcjax as they are
+#
+# Before creating a slice, check here that the config fits it (no TPU needed; pip install -e '.[tpu]'):
+#   abcjax compile --config configs/default.py --topology v5litepod-8   # --accelerator's name, or v5e:2x4
 #
 # A run from zero (about the same on a pod slice: only --accelerator changes):
 #   launch/tpu_vm.sh create --spot

@@ -221,6 +221,7 @@ def test_help_prints_the_usage_with_its_common_problems(launch):
     assert result.returncode == 0 and commands == []
     assert result.stdout.startswith("Train abcjax on a Cloud TPU VM")
     assert "Common problems:" in result.stdout and "Spot preemption" in result.stdout
+    assert "abcjax compile --config configs/default.py --topology v5litepod-8" in result.stdout
     assert "set -euo pipefail" not in result.stdout
 
 
