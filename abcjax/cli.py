@@ -44,6 +44,20 @@ def _parser() -> argparse.ArgumentParser:
         "--prime", default="X:1\\n", help=r"text each tune starts with; \n is a newline (default X:1\n)"
     )
     primes.add_argument("--prime_file", help="one prime per line, cycled over the tunes")
+    primes.add_argument(
+        "--rhythm", help="an R: field for every tune, e.g. jig or reel (the prime is X:1\\nR:RHYTHM\\n)"
+    )
+    form = sample.add_argument_group("meter-aware sampling (docs/sampling.md)")
+    form.add_argument(
+        "--constrain",
+        action="store_true",
+        help="write only well-formed ABC whose every bar fills its meter, by masking what would break it",
+    )
+    form.add_argument("--bars_per_part", type=int, default=0, help="with --constrain: every part this many bars")
+    form.add_argument("--parts", type=int, default=0, help="with --constrain and --bars_per_part: this many parts")
+    form.add_argument("--meter", help="every tune in this meter, e.g. 6/8")
+    form.add_argument("--key", help="every tune in this key, e.g. D, Em or Ador")
+    form.add_argument("--unit", help="every tune with this unit note length, e.g. 1/8")
     sample.add_argument("--max_length", type=int, default=1000, help="characters per tune at most, prime included")
     sample.add_argument("--batch_size", type=int, default=1024, help="tunes written at once, split over devices")
     sample.add_argument("--step", type=int, help="checkpoint step to sample from (default: the latest)")
@@ -148,7 +162,12 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
     from abcjax import generate, sample  # JAX loads only once the arguments are good.
 
     primes = generate.read_prime_file(args.prime_file) if args.prime_file else (generate.unescape_prime(args.prime),)
-    options = sample.SamplingOptions(args.temperature, args.top_k, args.top_p, args.max_length)
+    if args.rhythm is not None:
+        primes = (generate.rhythm_prime(args.rhythm),)
+    constraint = generate.constraint_options(
+        args.constrain, args.bars_per_part, args.parts, args.meter, args.key, args.unit
+    )
+    options = sample.SamplingOptions(args.temperature, args.top_k, args.top_p, args.max_length, constraint=constraint)
     if not (args.out or args.split_dir or args.jsonl):
         raise AbcjaxError("nothing to write: give --out FILE, --split_dir DIR or --jsonl FILE")
     result = generate.generate(

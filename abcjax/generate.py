@@ -17,6 +17,7 @@ import time
 import jax
 
 from abcjax import abc, parallel, signals, storage
+from abcjax import abc_grammar as grammar
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import format_duration, say
 from abcjax.sample import DEFAULT_PRIME, SampledTune, SamplingOptions, make_sampler
@@ -40,6 +41,27 @@ class SampleRequest:
 def unescape_prime(text: str) -> str:
     r"""A prime as typed on a command line or in a prime file: `\n` stands for a newline."""
     return text.replace("\\n", "\n")
+
+
+def rhythm_prime(rhythm: str) -> str:
+    """The prime that gives every tune an R: field (its vocabulary is checked with the other primes)."""
+    if not rhythm.strip() or "\n" in rhythm:
+        raise AbcjaxError(f"--rhythm {rhythm!r} must be a word such as jig or reel")
+    return f"X:1\nR:{rhythm.strip()}\n"
+
+
+def constraint_options(
+    constrain: bool, bars_per_part: int, parts: int, meter: str | None, key: str | None, unit: str | None
+) -> grammar.Options | None:
+    """What the constrained sampler is asked for, or None: --meter, --key and --unit alone constrain
+    the header only; --bars_per_part and --parts need --constrain."""
+    if (bars_per_part or parts) and not constrain:
+        raise AbcjaxError("--bars_per_part and --parts shape the body: add --constrain")
+    if not constrain and meter is None and key is None and unit is None:
+        return None
+    options = grammar.Options(bars_per_part, parts, meter, key, unit, header_only=not constrain)
+    options.check()
+    return options
 
 
 def read_prime_file(path: str) -> tuple[str, ...]:

@@ -22,6 +22,8 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from abcjax import abc_constraint as constraint
+from abcjax import abc_grammar as grammar
 from abcjax.data import END_OF_TUNE, Vocabulary
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, make_decoder, zero_carries
@@ -47,6 +49,9 @@ class SamplingOptions:
     top_p: float = 1.0  # keep the smallest set of characters whose probability reaches top_p
     max_length: int = 1000  # characters per tune, prime included
     stop_at_end: bool = True  # False: every tune runs to max_length (benchmarks compare like for like)
+    # With a constraint, the compiled ABC reader of abcjax.abc_constraint masks every character that would
+    # make the tune ill-formed or a bar wrong (or, with header_only, only the header's).
+    constraint: grammar.Options | None = None
 
     def check(self) -> None:
         if not self.temperature > 0:
@@ -95,6 +100,7 @@ class Slots:
     carry: object  # the model's state after tokens[:position]
     key: jax.Array  # the tune's own key
     log_likelihood: jax.Array  # float32
+    reader: constraint.Reader | None  # the ABC read so far, tokens[:position + 1] (None: unconstrained)
 
 
 for _cls in (Tunes, Slots):
@@ -114,36 +120,46 @@ def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(first_of, jnp.arange(vocab), vocab), axis=-1)
 
 
-def _draw(token, following, slot: Slots, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int):
+def _draw(
+    token, following, slot: Slots, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int, tables
+):
     """One slot's step: feed `token`, then take the prime's `following` character while priming, else
-    a sampled one. -> (next token, its log-probability when sampled, new carry, wrote the end marker)."""
+    a sampled one, from the characters the constraint allows (all, without one). -> (next token, its
+    log-probability under the model when sampled, new carry, wrote the end marker, was left with no
+    character to write, the reader after the next token)."""
     logits, carry = tokens_to_logits(token, slot.carry)
-    sampled = categorical(jax.random.fold_in(slot.key, slot.position), filter_logits(logits, options))
+    allowed = jnp.ones(logits.shape, bool) if tables is None else constraint.allowed_next(tables, slot.reader)
+    masked = jnp.where(allowed, logits, -jnp.inf)
+    sampled = categorical(jax.random.fold_in(slot.key, slot.position), filter_logits(masked, options))
     priming = slot.position + 1 < slot.prime_length
     next_token = jnp.where(priming, following, sampled).astype(jnp.int32)
     log_prob = jnp.where(priming, 0.0, jax.nn.log_softmax(logits)[next_token])
     ended = ~priming & (token == newline) & (next_token == newline) & options.stop_at_end
-    return next_token, log_prob, carry, ended
+    stuck = ~priming & ~jnp.any(allowed)
+    reader = None if tables is None else constraint.step(tables, slot.reader, next_token)[0]
+    return next_token, log_prob, carry, ended, stuck, reader
 
 
-def _sample_step(state, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int):
-    """Every active slot writes one character; a slot whose tune finishes takes the next unstarted one."""
+def _sample_step(state, tokens_to_logits: TokensToLogits, options: SamplingOptions, newline: int, tables):
+    """Every active slot writes one character; a slot whose tune finishes takes the next unstarted one.
+    A slot the constraint leaves with nothing to write (never, if the reader is right) ends its tune
+    there, unfinished."""
     slots, tunes, inputs, next_row = state
     num_tunes, max_length = tunes.tokens.shape
     active = slots.row < num_tunes
     row = jnp.minimum(slots.row, num_tunes - 1)
     token = tunes.tokens[row, slots.position]
     following = tunes.tokens[row, jnp.minimum(slots.position + 1, max_length - 1)]
-    draw = functools.partial(_draw, tokens_to_logits=tokens_to_logits, options=options, newline=newline)
-    next_token, log_prob, carry, ended = jax.vmap(draw)(token, following, slots)
+    draw = functools.partial(_draw, tokens_to_logits=tokens_to_logits, options=options, newline=newline, tables=tables)
+    next_token, log_prob, carry, ended, stuck, reader = jax.vmap(draw)(token, following, slots)
     position = slots.position + 1
     log_likelihood = slots.log_likelihood + log_prob
-    finished = active & (ended | (position + 1 >= max_length))
+    finished = active & (ended | stuck | (position + 1 >= max_length))
     write_row = jnp.where(active, slots.row, num_tunes)  # out of range: dropped
     done_row = jnp.where(finished, slots.row, num_tunes)
     tunes = Tunes(
         tokens=tunes.tokens.at[write_row, position].set(next_token, mode="drop"),
-        position=tunes.position.at[done_row].set(position, mode="drop"),
+        position=tunes.position.at[done_row].set(jnp.where(stuck, slots.position, position), mode="drop"),
         ended=tunes.ended.at[done_row].set(ended, mode="drop"),
         log_likelihood=tunes.log_likelihood.at[done_row].set(log_likelihood, mode="drop"),
     )
@@ -151,7 +167,7 @@ def _sample_step(state, tokens_to_logits: TokensToLogits, options: SamplingOptio
     new_row = next_row + jnp.cumsum(finished) - 1
     refill = finished & (new_row < num_tunes)
     fresh = jnp.minimum(new_row, num_tunes - 1)
-    prime_lengths, keys, blank_carry = inputs
+    prime_lengths, keys, blank_carry, readers = inputs
 
     def restart(fresh_value, value):
         mask = refill.reshape(refill.shape + (1,) * (value.ndim - 1))
@@ -164,6 +180,9 @@ def _sample_step(state, tokens_to_logits: TokensToLogits, options: SamplingOptio
         carry=jax.tree_util.tree_map(restart, blank_carry, carry),
         key=restart(keys[fresh], slots.key),
         log_likelihood=restart(0.0, log_likelihood),
+        reader=None
+        if tables is None
+        else jax.tree_util.tree_map(lambda fresh_reader, value: restart(fresh_reader[fresh], value), readers, reader),
     )
     return slots, tunes, inputs, next_row + finished.sum()
 
@@ -176,21 +195,29 @@ def sample_chunk(
     blank_carry,
     options: SamplingOptions,
     newline: int,
+    tables: grammar.Tables | None = None,
 ) -> Tunes:
     """Writes every tune of a chunk (rows of `primes` [tunes, max_length], zero-padded) in one loop.
 
     `blank_carry` is the model state before the first character for each of the loop's slots (its
     leading axis sets their number; at most one per tune). A slot whose tune ends starts the next
     tune of the chunk at once, so the loop does not wait for the longest tune of a batch while
-    most slots sit idle: the chunk takes about (total characters / slots) steps.
+    most slots sit idle: the chunk takes about (total characters / slots) steps. With `tables` (of
+    abcjax.abc_grammar), each slot's ABC reader masks what its tune may write next.
     """
     num_slots = jax.tree_util.tree_leaves(blank_carry)[0].shape[0]
     rows = jnp.arange(num_slots) + jnp.zeros_like(prime_lengths[:num_slots])  # varying like the inputs
-    slots = Slots(rows, rows * 0, prime_lengths[:num_slots], blank_carry, keys[:num_slots], rows * 0.0)
+    # Every tune's reader after its first character, read once, before the loop: slots that start a
+    # tune take theirs.
+    readers = None if tables is None else constraint.start(tables, primes[:, 0])
+    reader = None if tables is None else jax.tree_util.tree_map(lambda field: field[:num_slots], readers)
+    slots = Slots(rows, rows * 0, prime_lengths[:num_slots], blank_carry, keys[:num_slots], rows * 0.0, reader)
     zeros = jnp.zeros_like(prime_lengths)
     tunes = Tunes(primes, zeros, zeros.astype(bool), zeros.astype(jnp.float32))
-    state = (slots, tunes, (prime_lengths, keys, blank_carry), rows[0] * 0 + num_slots)
-    step = functools.partial(_sample_step, tokens_to_logits=tokens_to_logits, options=options, newline=newline)
+    state = (slots, tunes, (prime_lengths, keys, blank_carry, readers), rows[0] * 0 + num_slots)
+    step = functools.partial(
+        _sample_step, tokens_to_logits=tokens_to_logits, options=options, newline=newline, tables=tables
+    )
     return jax.lax.while_loop(lambda state: jnp.any(state[0].row < primes.shape[0]), step, state)[1]
 
 
@@ -219,7 +246,14 @@ def encode_primes(primes: list[str], vocab: Vocabulary, max_length: int) -> tupl
     return buffer, lengths
 
 
-def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, newline: int, slots: int):
+def make_chunk_sampler(
+    model: CharLstm,
+    mesh: Mesh,
+    options: SamplingOptions,
+    newline: int,
+    slots: int,
+    tables: grammar.Tables | None = None,
+):
     """The compiled `(params, primes, prime_lengths, keys) -> Tunes` for chunks sharded over `mesh`.
 
     Each device writes its share of the chunk's tunes with `slots` / devices slots.
@@ -229,7 +263,7 @@ def make_chunk_sampler(model: CharLstm, mesh: Mesh, options: SamplingOptions, ne
     def device_chunk(params, primes, prime_lengths, keys):
         blank_carry = zero_carries(model.config, prime_lengths[:slots_per_device])
         decode = make_decoder(model.config, params)
-        return sample_chunk(decode, primes, prime_lengths, keys, blank_carry, options, newline)
+        return sample_chunk(decode, primes, prime_lengths, keys, blank_carry, options, newline, tables)
 
     rows = P(DATA_AXIS)
     sharded = jax.shard_map(device_chunk, mesh=mesh, in_specs=(P(), rows, rows, rows), out_specs=rows)
@@ -288,8 +322,12 @@ def sample_tunes(
 def make_sampler(model: CharLstm, vocab: Vocabulary, mesh: Mesh, options: SamplingOptions, primes: list[str]):
     """`(params, seed, num_tunes, batch_size, on_chunk=...) -> tunes`: the compiled sampler, primes checked once."""
     newline = vocab.char2idx["\n"]
-    chunk_sampler = functools.cache(lambda slots: make_chunk_sampler(model, mesh, options, newline, slots))
     encoded = encode_primes(primes, vocab, options.max_length)
+    tables = None
+    if options.constraint is not None:
+        tables = grammar.build_tables(vocab.chars, options.constraint)
+        constraint.check_primes(tables, primes, encoded)
+    chunk_sampler = functools.cache(lambda slots: make_chunk_sampler(model, mesh, options, newline, slots, tables))
 
     def sampler(params, seed: int, num_tunes: int, batch_size: int, on_chunk=lambda chunk: None) -> list[SampledTune]:
         return sample_tunes(params, vocab, encoded, seed, num_tunes, batch_size, mesh, chunk_sampler, on_chunk)
