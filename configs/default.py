@@ -63,8 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_every = 500
     # Steps between checkpoints (one is also saved at the end and on Ctrl-C or SIGTERM).
     config.train.checkpoint_every = 500
-    # Checkpoints kept in WORKDIR/checkpoints; older ones are deleted.
+    # The latest checkpoints kept in WORKDIR/checkpoints; older ones are deleted, except the best
+    # (lowest validation loss), which is always kept: abcjax sample uses it by default.
     config.train.keep_checkpoints = 3
+    # Stop after this many validation passes in a row without a new best validation loss (0: never).
+    config.train.early_stop_evals = 0
     # Steps between sampling a few tunes to TensorBoard, with their well-formed share (0 turns it off).
     config.train.sample_every = 500
     # Tunes sampled each time (rounded up to a multiple of the device count).

@@ -13,11 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from abcjax.checkpoint import Checkpoints
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import TENSORBOARD_TAGS
-from abcjax.parallel import make_mesh
-from abcjax.steps import create_train_state, make_optimizer
 from abcjax.train import train_and_evaluate
-from abcjax.trained import load_trained
-from conftest import TINY_CONFIG, interrupt_abcjax, run_abcjax, run_python, tiny_config
+from conftest import TINY_CONFIG, interrupt_abcjax, latest_saved, run_abcjax, run_python, tiny_config
 
 
 def _metrics(workdir):
@@ -111,8 +108,8 @@ def test_checkpoints_keep_the_last_k_with_config_and_vocabulary(tmp_path):
     train_and_evaluate(config, tmp_path)
     with Checkpoints(tmp_path, read_only=True) as store:
         assert store.steps() == [6, 8]
-        step, saved_config, vocab = store.restore_metadata()
-    assert step == 8 and saved_config["train"]["steps"] == 8
+        saved_config, vocab, _ = store.restore_metadata(8)
+    assert saved_config["train"]["steps"] == 8
     assert len(vocab["chars"]) == 83 and vocab["chars"] == sorted(vocab["chars"])
 
 
@@ -148,7 +145,9 @@ def test_cudnn_lstm_trains_as_the_fused_one_does_and_its_checkpoint_samples_on_a
     tunes = tmp_path / "tunes.abc"
     result = run_abcjax("sample", "--workdir", str(tmp_path / "cudnn"), "--num_tunes", "2", "--out", str(tunes))
     assert result.returncode == 0, result.stderr
-    assert tunes.read_text().startswith(f"% abcjax sample: checkpoint step 4 of {tmp_path / 'cudnn'}")
+    header = tunes.read_text().splitlines()[0]
+    assert header.startswith("% abcjax sample: checkpoint step 4 (the best; ")
+    assert header.endswith(f"of {tmp_path / 'cudnn'}")
 
 
 # Trains with model.lstm=cudnn over the process's devices, around JAX's reference of the cuDNN call.
@@ -273,12 +272,7 @@ def test_resuming_with_another_split_is_refused(tmp_path, override):
 
 def test_a_trained_model_loads_the_saved_parameters_and_only_them(tiny_workdir):
     """Sampling reads the parameters alone (not Adam's moments), equal to those of the whole state."""
-    mesh = make_mesh()
-    trained = load_trained(tiny_workdir, None, mesh)
-    tx = make_optimizer(trained.config)
-    target = jax.eval_shape(lambda: create_train_state(trained.model, tx, trained.config.seed))
-    with Checkpoints(tiny_workdir, read_only=True) as store:
-        saved = store.restore_state(trained.step, target, mesh)
+    trained, saved = latest_saved(tiny_workdir)
     assert jax.tree.structure(trained.params) == jax.tree.structure(saved.params)
     for loaded, whole in zip(jax.tree.leaves(trained.params), jax.tree.leaves(saved.params), strict=True):
         assert loaded.sharding.is_fully_replicated and (loaded == whole).all()
