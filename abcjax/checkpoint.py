@@ -16,6 +16,7 @@ checkpoint that is taken as complete and never costs an earlier one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -86,10 +87,27 @@ class Checkpoints:
             )
         self._saving: int | None = None  # the step whose save may still be running in the background
         _quiet_abandoned_work()
+        self._manager = self._open(options, read_only)
+
+    def _open(self, options: ocp.CheckpointManagerOptions, read_only: bool) -> ocp.CheckpointManager:
+        """Orbax's manager, which reads every step's metrics as it opens: a step whose metrics file is
+        damaged is named (to readers) or moved aside (by the trainer, which then opens the rest)."""
         try:
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
+            return ocp.CheckpointManager(self.directory, options=options)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise AbcjaxError(f"cannot open the checkpoints in {self.directory} ({_cause(error)})") from None
+            damaged = _unreadable_metrics(self.directory)
+            if not damaged:
+                raise AbcjaxError(f"cannot open the checkpoints in {self.directory} ({_cause(error)})") from None
+        if read_only:
+            step, cause = damaged[0]
+            raise AbcjaxError(
+                f"the checkpoint of step {step} in {self.directory} cannot be read (its metrics: {cause}): "
+                "delete that step's folder, or run abcjax train on this workdir, which moves it aside"
+            )
+        for step, cause in damaged:
+            say(f"skipping the checkpoint of step {step}: its metrics cannot be read ({cause})")
+            say(f"moved the unreadable checkpoint of step {step} to {_move_aside(self.directory, step)}")
+        return self._open(options, read_only)
 
     def steps(self) -> list[int]:
         return list(self._manager.all_steps())
@@ -222,15 +240,7 @@ class Checkpoints:
     def move_aside(self, step: int) -> epath.Path:
         """Moves an unreadable step out of the checkpoints (to WORKDIR/damaged-checkpoints), where it
         neither blocks the new save of that step nor counts as a checkpoint; returns where it went."""
-        target = self.directory.parent / DAMAGED_DIRECTORY / str(step)
-        storage.make_directory(target.parent, "the folder for damaged checkpoints")
-        try:
-            (self.directory / str(step)).rename(target)
-        except OSError as error:
-            raise AbcjaxError(
-                f"cannot move the damaged checkpoint {self.directory / str(step)} aside ({_cause(error)}): "
-                "delete it, then run the same command again"
-            ) from None
+        target = _move_aside(self.directory, step)
         self._manager.reload()
         return target
 
@@ -268,6 +278,32 @@ class Checkpoints:
             return self._manager.restore(step, args=ocp.args.Composite(**items))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DamagedCheckpoint(self.directory, step, _cause(error)) from None
+
+
+def _move_aside(directory: epath.Path, step: int) -> epath.Path:
+    target = directory.parent / DAMAGED_DIRECTORY / str(step)
+    storage.make_directory(target.parent, "the folder for damaged checkpoints")
+    try:
+        (directory / str(step)).rename(target)
+    except OSError as error:
+        raise AbcjaxError(
+            f"cannot move the damaged checkpoint {directory / str(step)} aside ({_cause(error)}): "
+            "delete it, then run the same command again"
+        ) from None
+    return target
+
+
+def _unreadable_metrics(directory: epath.Path) -> list[tuple[int, str]]:
+    """(step, cause) of each step folder whose Orbax metrics file is not JSON, newest first."""
+    damaged = []
+    for path in directory.glob("*/metrics/metrics"):
+        step = path.parent.parent.name
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            if step.isdigit():
+                damaged.append((int(step), _cause(error)))
+    return sorted(damaged, reverse=True)
 
 
 def _replicated(target, mesh: Mesh):

@@ -9,6 +9,7 @@ import pytest
 
 from abcjax.checkpoint import Checkpoints
 from abcjax.generate import SampleRequest, generate
+from abcjax.sample import SamplingOptions
 from abcjax.train import train_and_evaluate
 from conftest import BUNDLED_CORPUS, tiny_config
 
@@ -93,7 +94,7 @@ def test_without_a_validation_figure_sample_uses_the_latest_with_a_note(tmp_path
     workdir = tmp_path / "run"
     train_and_evaluate(tiny_config("--config.data.val_fraction=0", "--config.train.steps=4"), workdir)
     out = tmp_path / "book.abc"
-    generate(SampleRequest(workdir=str(workdir), num_tunes=2, out=str(out), max_length=20))
+    generate(SampleRequest(workdir=str(workdir), num_tunes=2, out=str(out), options=SamplingOptions(max_length=20)))
     stdout = capsys.readouterr().out
     assert f"note: no checkpoint in {workdir / 'checkpoints'} has a validation figure: using the latest" in stdout
     assert out.read_text().startswith(f"% abcjax sample: checkpoint step 4 (the latest; not validated) of {workdir}")

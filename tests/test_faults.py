@@ -293,9 +293,27 @@ def test_train_resumes_from_the_newest_checkpoint_that_reads_and_moves_the_damag
     skipped = next(line for line in result.stdout.splitlines() if line.startswith("skipping"))
     assert skipped.startswith("skipping the checkpoint of step 4: it cannot be read (DATA_LOSS: ")
     assert "tensorstore_spec" not in skipped and len(skipped) < 300
+    _assert_resumed_from_2_with_4_aside(result, damaged_workdir)
+
+
+def test_a_damaged_metrics_file_is_named_by_sample_and_moved_aside_by_train(tmp_path, tiny_workdir):
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_workdir, workdir)
+    (workdir / "checkpoints" / "4" / "metrics" / "metrics").write_text("{garbage")
+    line = _clean_failure(run_abcjax("sample", "--workdir", str(workdir), "--out", str(tmp_path / "never.abc")))
+    assert f"the checkpoint of step 4 in {workdir / 'checkpoints'} cannot be read (its metrics: " in line
+
+    result = run_abcjax(*TRAIN, "--workdir", str(workdir), "--config.train.steps=6")
+    assert result.returncode == 0, result.stderr
+    _assert_no_traceback(result)
+    assert "skipping the checkpoint of step 4: its metrics cannot be read (Expecting" in result.stdout
+    _assert_resumed_from_2_with_4_aside(result, workdir)
+
+
+def _assert_resumed_from_2_with_4_aside(result, workdir) -> None:
     assert "resuming from the checkpoint of step 2" in result.stdout
-    assert (damaged_workdir / "damaged-checkpoints" / "4" / "state").is_dir()
-    assert _saved_steps(damaged_workdir) == [2, 4, 6]
+    assert (workdir / "damaged-checkpoints" / "4" / "state").is_dir()
+    assert _saved_steps(workdir) == [2, 4, 6]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ run is long enough that no attempt finishes it; a last, uninterrupted attempt do
 normal suite (about two minutes on 2 cores); `-m "not soak"` leaves it out.
 """
 
-import itertools
+import concurrent.futures
 import random
 import re
 import signal
@@ -19,7 +19,7 @@ import pytest
 from conftest import TINY_CONFIG, interrupt_abcjax, latest_saved, run_abcjax
 
 KILLS = 20
-STEPS = 200  # more than 20 attempts of at most a dozen steps each can train
+STEPS = 240  # more than the 20 attempts train (about 160 steps)
 TRAIN = (
     *("train", "--config", str(TINY_CONFIG), f"--config.train.steps={STEPS}", "--config.train.log_every=1"),
     *("--config.train.checkpoint_every=3", "--config.train.eval_every=5", "--config.train.keep_checkpoints=2"),
@@ -28,29 +28,31 @@ TRAIN = (
 
 @pytest.mark.soak
 def test_twenty_random_kills_and_resumes_end_with_the_state_of_an_uninterrupted_run(tmp_path):
-    straight = run_abcjax(*TRAIN, "--workdir", str(tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stderr
-
+    pool = concurrent.futures.ThreadPoolExecutor(1)  # the uninterrupted run, beside the interrupted ones
+    straight = pool.submit(run_abcjax, *TRAIN, "--workdir", str(tmp_path / "straight"))
     soaked = tmp_path / "soaked"
     rng = random.Random(19)
     resumed_from, saved_on_sigterm = set(), 0
     for attempt in range(KILLS):
         signum = (signal.SIGTERM, signal.SIGKILL)[attempt % 2]
-        lines = itertools.count()
-        at_line = rng.randrange(14)  # start-up prints about 6 lines, then one per step
-        stdout, stderr, code = interrupt_abcjax(
+        seen: list[str] = []  # the lines read before the kill; interrupt_abcjax returns those after it
+        at_line = rng.randrange(3, 25)  # start-up prints about 7 lines, then one per step
+        rest, stderr, code = interrupt_abcjax(
             *TRAIN,
             "--workdir",
             str(soaked),
-            when=lambda line, at_line=at_line, lines=lines: next(lines) == at_line,
+            when=lambda line, at_line=at_line, seen=seen: seen.append(line) or len(seen) > at_line,
             how=lambda process, signum=signum: process.send_signal(signum),
         )
+        stdout = "".join(seen) + rest
         assert code in (-signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGTERM), (attempt, code, stderr)
         assert "Traceback" not in stderr and "Event loop is closed" not in stderr, stderr
         resumed_from.update(re.findall(r"resuming from the checkpoint of step (\d+)", stdout))
         saved_on_sigterm += code == 128 + signal.SIGTERM
     last = run_abcjax(*TRAIN, "--workdir", str(soaked))
     assert last.returncode == 0, last.stderr
+    assert straight.result().returncode == 0, straight.result().stderr
+    pool.shutdown()
 
     assert len(resumed_from) >= 5 and saved_on_sigterm >= 2  # the kills did land mid-run, both kinds
     (straight, expected), (soaked, state) = latest_saved(tmp_path / "straight"), latest_saved(soaked)
