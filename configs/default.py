@@ -61,7 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every = 50
     # Steps between validation passes over the whole validation split.
     config.train.eval_every = 500
-    # Steps between checkpoints (one is also saved at the end and on Ctrl-C or SIGTERM).
+    # Steps between checkpoints (one is also saved at the end, on Ctrl-C or SIGTERM, and at each
+    # validation pass that sets a new best).
     config.train.checkpoint_every = 500
     # The latest checkpoints kept in WORKDIR/checkpoints; older ones are deleted, except the best
     # (lowest validation loss), which is always kept: abcjax sample uses it by default.
