@@ -60,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--unit", help="every tune with this unit note length, e.g. 1/8")
     sample.add_argument("--max_length", type=int, default=1000, help="characters per tune at most, prime included")
     sample.add_argument("--batch_size", type=int, default=1024, help="tunes written at once, split over devices")
-    sample.add_argument("--step", type=int, help="checkpoint step to sample from (default: the latest)")
+    sample.add_argument(
+        "--step",
+        type=_step_choice,
+        default="best",
+        help="checkpoint to sample from: best (lowest validation loss; the default), latest, or a step number",
+    )
     sample.add_argument("--split_dir", help="also write one .abc file per tune here")
     sample.add_argument("--jsonl", help="also write one JSON object per tune here")
     _add_process_flags(sample)
@@ -124,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _step_choice(text: str) -> str | int:
+    """--step's value: best, latest, or a step number."""
+    if text in ("best", "latest"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not best, latest or a step number")
+
+
 def _add_process_flags(parser: argparse.ArgumentParser) -> None:
     """One process per host: all three flags (or ABCJAX_* variables) on every process, or none."""
     group = parser.add_argument_group("multi-process runs (jax.distributed; not needed on a Cloud TPU VM)")
@@ -150,16 +164,19 @@ def _set_up_jax(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
-    from abcjax import config as config_lib  # JAX loads only once the arguments are good.
-    from abcjax import train
+    from abcjax import config as config_lib
 
     config = config_lib.load_config(args.config, overrides)
+    _set_up_jax(args)  # JAX loads only once the arguments are good.
+    from abcjax import train
+
     result = train.train_and_evaluate(config, args.workdir)
     return 128 + result.stopped_by_signal if result.stopped_by_signal else 0
 
 
 def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
-    from abcjax import generate, sample  # JAX loads only once the arguments are good.
+    _set_up_jax(args)
+    from abcjax import generate, sample
 
     primes = generate.read_prime_file(args.prime_file) if args.prime_file else (generate.unescape_prime(args.prime),)
     if args.rhythm is not None:
@@ -196,13 +213,15 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _bench(args: argparse.Namespace, overrides: list[str]) -> int:
-    from abcjax import bench
     from abcjax import config as config_lib
 
     for name in ("steps", "num_tunes", "sample_length"):
         if getattr(args, name) < 1:
             raise AbcjaxError(f"--{name} {getattr(args, name)} must be at least 1")
     config = config_lib.load_config(args.config, overrides)
+    _set_up_jax(args)  # JAX loads only once the arguments are good.
+    from abcjax import bench
+
     report = bench.run_bench(config, args.steps, args.num_tunes, args.sample_length, args.compare_torch)
     print(json.dumps(report) if args.json else bench.format_report(report))
     return 0
@@ -252,10 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's routine notices are not the user's concern.
+    # Orbax logs its notices, and each error it raises with a traceback; abcjax reports those itself.
+    absl_logging.set_verbosity(absl_logging.FATAL)
     try:
-        if args.command in ("train", "sample", "bench"):
-            _set_up_jax(args)
         commands = {
             "train": _train,
             "sample": _sample,

@@ -128,6 +128,7 @@ _RULES = (
     ("train.eval_every", lambda v: v >= 1, "at least 1"),
     ("train.checkpoint_every", lambda v: v >= 1, "at least 1"),
     ("train.keep_checkpoints", lambda v: v >= 1, "at least 1"),
+    ("train.early_stop_evals", lambda v: v >= 0, "at least 0 (0 turns early stopping off)"),
     ("train.sample_every", lambda v: v >= 0, "at least 0"),
     ("train.sample_tunes", lambda v: v >= 1, "at least 1"),
     ("train.sample_max_length", lambda v: v >= 10, "at least 10"),

@@ -57,10 +57,14 @@ def repeats_another(tunes_bars: list[list[str]]) -> list[bool]:
 
 
 def save_phrases(workdir: epath.Path, phrases: frozenset[int]) -> None:
-    """Writes the training tunes' phrases into the workdir, whole or not at all."""
+    """Writes the training tunes' phrases into the workdir, whole or not at all (a resumed run finds
+    them there already, and leaves the file alone)."""
+    path = workdir / PHRASES_FILE
+    if path.exists() and load_phrases(workdir) == phrases:
+        return
     buffer = io.BytesIO()
     np.save(buffer, np.array(sorted(phrases), dtype=np.uint64))
-    storage.write_bytes_atomically(workdir / PHRASES_FILE, buffer.getvalue())
+    storage.write_bytes_atomically(path, buffer.getvalue(), "the training phrases")
 
 
 def load_phrases(workdir: epath.Path) -> frozenset[int]:

@@ -5,15 +5,21 @@ made of (ABC 2.1: from its X: line to the first blank line) and drops everything
 model should not imitate: file headers, free text between tunes, and comment lines.
 """
 
+import codecs
 import collections
 import dataclasses
 import pathlib
+import re
+import sys
 
 from abcjax import abc
 from abcjax.errors import AbcjaxError
 
 # One skipped tune: (where, why), e.g. ("data/x.abc:12", "no K: header").
 Skip = tuple[str, str]
+
+# ABC 2.1's character set declaration, at the start of a line: "%abc-charset utf-8", "I:abc-charset ...".
+_DECLARED_CHARSET = re.compile(rb"^(?:%|I:)abc-charset[ \t]+([A-Za-z0-9_.:-]+)", re.MULTILINE)
 
 NO_KEY = "no K: header"
 NO_MUSIC = "no music"  # no note or rest after K:, as the judge (abcjax.abc) reads the body
@@ -168,19 +174,42 @@ def _files_at(path: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _read_text(path: pathlib.Path) -> str:
-    """A file's text as UTF-8 without a BOM; an error for unreadable, undecodable or empty."""
+    """A file's text, decoded as the file declares; an error for unreadable, undecodable or empty.
+
+    ABC 2.1 lets a file declare its character set (`%abc-charset iso-8859-1`, or `I:abc-charset`);
+    the first declaration holds for the whole file. Without one, a file is UTF-8 (a BOM is dropped);
+    one that is not valid UTF-8 is an older collection's ISO-8859-1, read so with a notice.
+    """
     try:
         raw = path.read_bytes()
     except OSError as error:
         reason = error.strerror or type(error).__name__
         hint = "check the path and its permissions"
         raise AbcjaxError(f"{path}: cannot read it ({reason}): {hint}") from error
+    declared = _DECLARED_CHARSET.search(raw)
+    charset = declared.group(1).decode("ascii") if declared else "utf-8"
     try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
+        codec = codecs.lookup(charset).name
+    except LookupError:
+        raise AbcjaxError(
+            f"{path} declares the unknown character set {charset!r}: use utf-8 or iso-8859-1 (ABC 2.1's names)"
+        ) from None
+    try:
+        text = raw.decode(codec).removeprefix("\ufeff")
     except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        where = f"at byte {error.start} (line {line})"
-        raise AbcjaxError(f"{path}: not valid UTF-8 {where}: re-save the file as UTF-8") from error
+        if not declared:
+            print(
+                f"abcjax: note: {path} is not UTF-8 and declares no character set: read as ISO-8859-1 "
+                "(add a line %abc-charset iso-8859-1 to say so, or re-save the file as UTF-8)",
+                file=sys.stderr,
+            )
+            text = raw.decode("iso-8859-1")
+        else:
+            line = raw[: error.start].count(b"\n") + 1
+            raise AbcjaxError(
+                f"{path}: not valid {charset} at byte {error.start} (line {line}), though the file declares it: "
+                "correct its abc-charset line, or re-save the file in that character set"
+            ) from error
     if not text.strip():
         raise AbcjaxError(f"{path} is empty: give an ABC file with at least one tune")
     return text

@@ -18,6 +18,7 @@ import jax
 
 from abcjax import abc, parallel, signals, storage
 from abcjax import abc_grammar as grammar
+from abcjax.checkpoint import Choice
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import format_duration, say
 from abcjax.sample import DEFAULT_PRIME, SampledTune, SamplingOptions, make_sampler
@@ -33,7 +34,7 @@ class SampleRequest:
     options: SamplingOptions = SamplingOptions()
     primes: tuple[str, ...] = (DEFAULT_PRIME,)
     batch_size: int = 1024
-    step: int | None = None
+    step: str | int = "best"  # "best", "latest" or a step number
     split_dir: str | None = None
     jsonl: str | None = None
 
@@ -99,7 +100,8 @@ def generate(request: SampleRequest) -> SampleResult:
     trained = load_trained(request.workdir, request.step, mesh)
     sampler = make_sampler(trained.model, trained.vocab, mesh, request.options, list(request.primes))
 
-    say(f"sampling {request.num_tunes} tunes from the checkpoint of step {trained.step} in {request.workdir}")
+    checkpoint = describe_choice(trained.choice)
+    say(f"sampling {request.num_tunes} tunes from the checkpoint of step {checkpoint} in {request.workdir}")
     started = time.perf_counter()
     tunes: list[SampledTune] = []
 
@@ -131,7 +133,7 @@ def generate(request: SampleRequest) -> SampleResult:
     if not tunes:
         say("no tune was finished before the stop: nothing written")
     elif jax.process_index() == 0:  # every process holds every tune; the files are written once
-        _write_outputs(request, trained.step, tunes)
+        _write_outputs(request, trained.choice, tunes)
     return SampleResult(tunes, stopped_by_signal)
 
 
@@ -186,12 +188,20 @@ def numbered_tune(tune: SampledTune, number: int) -> str:
     return "\n".join([f"X:{number}", *lines[:end]]) + "\n"
 
 
-def tunebook_header(request: SampleRequest, step: int, num_tunes: int) -> str:
+def describe_choice(choice: Choice) -> str:
+    """The checkpoint's step, how it was chosen and its validation figure, e.g. "500 (the best;
+    validation 1.646 bits/char)"."""
+    how = {"best": "the best", "latest": "the latest", "step": "as asked"}[choice.how]
+    validation = "not validated" if choice.eval_bpc is None else f"validation {choice.eval_bpc:.3f} bits/char"
+    return f"{choice.step} ({how}; {validation})"
+
+
+def tunebook_header(request: SampleRequest, choice: Choice, num_tunes: int) -> str:
     """`%` comment lines naming what made the tunes (no timestamps: reruns compare byte for byte),
     and how many of those asked for the book holds when sampling was stopped early."""
     options = request.options
     lines = [
-        f"% abcjax sample: checkpoint step {step} of {request.workdir}",
+        f"% abcjax sample: checkpoint step {describe_choice(choice)} of {request.workdir}",
         f"% seed {request.seed}, temperature {options.temperature}, top_k {options.top_k}, "
         f"top_p {options.top_p}, max_length {options.max_length}",
         f"% primes {json.dumps(list(request.primes))}",
@@ -201,11 +211,11 @@ def tunebook_header(request: SampleRequest, step: int, num_tunes: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) -> None:
+def _write_outputs(request: SampleRequest, choice: Choice, tunes: list[SampledTune]) -> None:
     texts = [numbered_tune(tune, number) for number, tune in enumerate(tunes, start=1)]
     if request.out:
-        tunebook = tunebook_header(request, step, len(texts)) + "".join(f"{text}\n" for text in texts)
-        storage.write_text_atomically(storage.as_path(request.out), tunebook)
+        tunebook = tunebook_header(request, choice, len(texts)) + "".join(f"{text}\n" for text in texts)
+        storage.write_text_atomically(storage.as_path(request.out), tunebook, "the tunebook")
         say(f"wrote {request.out}")
     if request.split_dir:
         directory = storage.as_path(request.split_dir)
@@ -213,7 +223,7 @@ def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) 
         width = max(4, len(str(len(tunes))))
         names = [f"tune-{number:0{width}d}.abc" for number in range(1, len(texts) + 1)]
         for name, text in zip(names, texts, strict=True):
-            storage.write_text_atomically(directory / name, text)
+            storage.write_text_atomically(directory / name, text, "the tune file")
         for stale in {path.name for path in directory.glob("tune-*.abc")} - set(names):
             (directory / stale).unlink()  # an earlier run's tune, which would pass for one of these
         say(f"wrote {len(texts)} files to {directory}")
@@ -223,7 +233,7 @@ def _write_outputs(request: SampleRequest, step: int, tunes: list[SampledTune]) 
             json.dumps({**_tune_record(tune, text), **check}) + "\n"
             for tune, text, check in zip(tunes, texts, checks, strict=True)
         ]
-        storage.write_text_atomically(storage.as_path(request.jsonl), "".join(lines))
+        storage.write_text_atomically(storage.as_path(request.jsonl), "".join(lines), "the JSON lines")
         say(f"wrote {request.jsonl}")
 
 

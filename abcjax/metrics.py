@@ -77,7 +77,7 @@ class MetricsWriter:
             self._tensorboard.add_scalar(TENSORBOARD_TAGS[key], value, step)
         self._logged.append({"step": step, **metrics})
         self._jsonl_lines.append(json.dumps({"step": step, **metrics}) + "\n")
-        storage.write_text_atomically(self._jsonl_path, "".join(self._jsonl_lines))
+        storage.write_text_atomically(self._jsonl_path, "".join(self._jsonl_lines), "the metrics log")
         self._tensorboard.flush()
 
     def close(self) -> None:

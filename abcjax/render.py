@@ -44,6 +44,7 @@ SOUNDFONTS = (  # General MIDI soundfonts, in order of preference: Debian's, the
     "/usr/share/soundfonts/FluidR3_GM.sf2",
 )
 MAX_SLUG = 40
+ROOM_PROBE_BYTES = 2**20  # after a tool fails, a disk that cannot take this much more is full
 
 # Commands run in the tune's scratch directory; "{stem}" stands for the tune's file name stem.
 MIDI_COMMAND = ("abc2midi", "{stem}.abc", "-o", "{stem}.mid")  # Exits 0 even on errors: judge by the file.
@@ -272,8 +273,8 @@ def _render_all(
                 eta = (time.monotonic() - started) / done * (len(tunes) - done)
                 _say(progress, f"  {done}/{len(tunes)} tunes done, ETA {eta:.0f}s, failures so far: {len(failures)}")
     except OSError as error:
-        hint = "free some space or choose another --out"
-        raise AbcjaxError(f"cannot write into {out} ({error.strerror}): {hint}") from None
+        hint = "free some space or choose another --out, then run the same command again"
+        raise AbcjaxError(f"cannot write the rendered files into {out} ({error.strerror}): {hint}") from None
     finally:
         pool.shutdown(cancel_futures=True)  # On Ctrl-C, do not render the tunes still queued.
     return written, failures
@@ -299,6 +300,7 @@ def _render_tune(
             command = [arg.replace("{stem}", tune.stem) for arg in run.command]
             problem = _run_tool(command, product, timeout) if command else None
             if problem:
+                _check_room(scratch)  # a full disk fails every tool: one error, not a failure per tune
                 failures.append(Failure(tune.number, tune.title, run.formats, problem))
                 lost.update(run.formats)
             elif run.keep_as:
@@ -326,6 +328,17 @@ def tune_audio(text: str, sample_rate: int, timeout: float = DEFAULT_TIMEOUT_S) 
             channels, frames = file.getnchannels(), file.readframes(file.getnframes())
     samples = np.frombuffer(frames, dtype="<i2").reshape(-1, channels)  # [time, channel], 16-bit
     return samples.mean(axis=1, dtype=np.float32) / 32768.0
+
+
+def _check_room(directory: pathlib.Path) -> None:
+    """Raises the OSError of writing ROOM_PROBE_BYTES into `directory` when that fails: no room for
+    another rendered file (a WAV takes megabytes), so the render cannot go on."""
+    probe = directory / ".room-probe"
+    try:
+        with open(probe, "wb") as file:
+            file.write(bytes(ROOM_PROBE_BYTES))
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _run_tool(command: list[str], product: pathlib.Path, timeout: float) -> str | None:

@@ -9,6 +9,7 @@ a plain write there.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 
 from etils import epath
@@ -68,12 +69,15 @@ def parent_exists(path: epath.Path) -> bool:
     return is_remote(path) or path.parent.is_dir()
 
 
-def write_text_atomically(path: epath.Path, text: str) -> None:
-    """Writes `text` to `path` so that a reader sees the old file or the new one, never half of one."""
-    write_bytes_atomically(path, text.encode("utf-8"))
+def write_text_atomically(path: epath.Path, text: str, what: str) -> None:
+    """Writes `text` to `path` so that a reader sees the old file or the new one, never half of one.
+
+    `what` names the file for the error message, e.g. "the tunebook".
+    """
+    write_bytes_atomically(path, text.encode("utf-8"), what)
 
 
-def write_bytes_atomically(path: epath.Path, data: bytes) -> None:
+def write_bytes_atomically(path: epath.Path, data: bytes, what: str) -> None:
     """Writes `data` to `path` so that a reader sees the old file or the new one, never half of one."""
     temporary = path if is_remote(path) else path.with_name(f".{path.name}.tmp")
     try:
@@ -84,4 +88,13 @@ def write_bytes_atomically(path: epath.Path, data: bytes) -> None:
         if temporary != path:
             temporary.unlink(missing_ok=True)
         reason = error.strerror or first_line(error)
-        raise AbcjaxError(f"cannot write {path} ({reason}): check that its directory exists and is writable") from None
+        raise AbcjaxError(f"cannot write {what} {path} ({reason}): {write_hint(error)}") from None
+
+
+def write_hint(error: OSError) -> str:
+    """What to do about a failed write, by its cause."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free space on its disk (nothing written before is lost), then run the same command again"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "check that it is writable"
+    return "check that its directory exists and is writable"

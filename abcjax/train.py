@@ -2,9 +2,13 @@
 
 `train_and_evaluate(config, workdir)` is the whole job, importable from a notebook; the CLI only
 parses arguments and calls it. Running it again on the same workdir resumes from the latest
-checkpoint; Ctrl-C and SIGTERM save the current step before it returns. Over several processes,
-all of them stop and save at one step they agree on (JAX's preemption sync point): a process that
-stopped alone would leave the others waiting in a collective.
+checkpoint (the newest that reads); Ctrl-C and SIGTERM save the current step before it returns.
+Over several processes, all of them stop and save at one step they agree on (JAX's preemption sync
+point): a process that stopped alone would leave the others waiting in a collective.
+
+A run holds its workdir's lock (abcjax.lock) throughout, keeps its best checkpoint by validation
+loss, may stop early when validation stops improving, and stops with an error when the loss turns
+non-finite or runs away (abcjax.health), before anything of the diverged model is saved.
 """
 
 from __future__ import annotations
@@ -20,7 +24,22 @@ import ml_collections
 from etils import epath
 from jax.experimental import multihost_utils
 
-from abcjax import abc, checkpoint, copying, corpus, data, evaluate, metrics, parallel, sample, signals, steps, storage
+from abcjax import (
+    abc,
+    checkpoint,
+    copying,
+    corpus,
+    data,
+    evaluate,
+    health,
+    lock,
+    metrics,
+    parallel,
+    sample,
+    signals,
+    steps,
+    storage,
+)
 from abcjax import config as config_lib
 from abcjax.cudnn_lstm import check_runs_here
 from abcjax.errors import AbcjaxError
@@ -55,16 +74,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
         f"({len(dataset.val_tokens):,} chars)"
     )
 
-    # Only now that the inputs are good is the workdir touched.
+    # Only now that the inputs are good is the workdir touched, and only by the run that holds it.
     storage.make_directory(workdir, "the workdir")
-    if jax.process_index() == 0:
-        copying.save_phrases(workdir, dataset.train_phrases)  # what sample --require novel checks against
     model = CharLstm(ModelConfig.from_config(config, dataset.vocab.size))
     tx = steps.make_optimizer(config)
-    with checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints) as store:
-        state = _initial_state(config, dataset.vocab, model, tx, store, mesh)
+    with lock.holding(workdir), checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints) as store:
+        if jax.process_index() == 0:
+            copying.save_phrases(workdir, dataset.train_phrases)  # what sample --require novel checks against
+        state, record = _initial_state(config, dataset.vocab, model, tx, store, mesh)
         metrics.say(f"model: {count_params(state.params):,} parameters; {_describe_devices(mesh)}")
-        return _run(config, workdir, dataset, model, tx, store, mesh, state)
+        watch = health.Watch(config, dataset.vocab.size, record, mesh)
+        return _run(config, workdir, dataset, model, tx, store, mesh, state, watch)
 
 
 def _describe_devices(mesh) -> str:
@@ -73,13 +93,30 @@ def _describe_devices(mesh) -> str:
     return f"data-parallel over {count} {platform} device{plural} in {jax.process_count()} process(es)"
 
 
-def _initial_state(config, vocab, model, tx, store, mesh) -> steps.TrainState:
-    """A fresh state, or the latest checkpoint's after checking it was made for this model."""
+def _initial_state(config, vocab, model, tx, store, mesh) -> tuple[steps.TrainState, health.ValidationRecord]:
+    """A fresh state, or the newest checkpoint that reads, after checking it was made for this model.
+
+    Newer checkpoints that cannot be read are moved aside (they would block saving those steps again).
+    """
     fresh = parallel.replicate(steps.create_train_state(model, tx, config.seed), mesh)
-    latest = store.latest_step()
-    if latest is None:
-        return fresh
-    step, saved_config, saved_vocab = store.restore_metadata(latest)
+
+    def read(step: int):
+        saved_config, saved_vocab, record = store.restore_metadata(step)
+        _check_same_run(config, vocab, saved_config, saved_vocab, store.directory)
+        return store.restore_state(step, fresh, mesh), record
+
+    found = store.newest_readable(read)
+    if found is None:
+        return fresh, health.ValidationRecord()
+    step, (state, record) = found
+    for damaged in [newer for newer in store.steps() if newer > step]:
+        metrics.say(f"moved the unreadable checkpoint of step {damaged} to {store.move_aside(damaged)}")
+    metrics.say(f"resuming from the checkpoint of step {step}")
+    return state, health.ValidationRecord.from_json(record)
+
+
+def _check_same_run(config, vocab, saved_config: dict, saved_vocab: dict, directory) -> None:
+    """Refuses to resume a checkpoint made for another model, split or corpus."""
     # The model's shape, and the split: another seed or val_fraction would move validation tunes
     # into training mid-run.
     # (model.lstm only picks how the same arithmetic runs, so it may change.)
@@ -90,20 +127,19 @@ def _initial_state(config, vocab, model, tx, store, mesh) -> steps.TrainState:
         saved = (saved_config[section] if section else saved_config).get(name)
         if saved != value:
             raise AbcjaxError(
-                f"{store.directory} was trained with {key}={saved!r}, but the config says {value!r}: "
+                f"{directory} was trained with {key}={saved!r}, but the config says {value!r}: "
                 "use the same value to resume, or a new --workdir"
             )
     if data.Vocabulary.from_json(saved_vocab) != vocab:
         raise AbcjaxError(
-            f"{store.directory} holds a model trained on other characters than {config.data.path} has: "
+            f"{directory} holds a model trained on other characters than {config.data.path} has: "
             "resume with the same data.path, or use a new --workdir"
         )
-    metrics.say(f"resuming from the checkpoint of step {step}")
-    return store.restore_state(step, fresh, mesh)
 
 
-def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult:
-    """The step loop: log, evaluate and checkpoint on schedule; stop cleanly on a signal."""
+def _run(config, workdir, dataset, model, tx, store, mesh, state, watch) -> TrainResult:
+    """The step loop: log, evaluate and checkpoint on schedule; stop cleanly on a signal, at an early
+    stop, or with an error when the run diverges (see abcjax.health)."""
     train_cfg = config.train
     first_step, last_step = int(state.step), train_cfg.steps
     config_json = config_lib.to_json(config)
@@ -125,33 +161,51 @@ def _run(config, workdir, dataset, model, tx, store, mesh, state) -> TrainResult
         with _stop_requests() as stop:
             for step in range(first_step + 1, last_step + 1):
                 state, step_metrics = train_step(state, tokens)
+                watch.track(state.step, step_metrics)
                 stopping = stop.requested(step)  # read once: a signal may land at any point of this iteration
                 final = step == last_step or stopping is not None
                 # A stopping run saves at once: a spot VM's notice may not cover evaluation or sampling.
                 do_eval = evaluate is not None and stopping is None and (step % train_cfg.eval_every == 0 or final)
                 do_sample = sample_tunes is not None and stopping is None and step % train_cfg.sample_every == 0
-                do_log = do_eval or do_sample or final or step % train_cfg.log_every == 0
                 do_save = final or step % train_cfg.checkpoint_every == 0
+                do_log = do_eval or do_sample or do_save or step % train_cfg.log_every == 0
+                eval_metrics, early = None, False
                 if do_log:
                     logged = {key: float(value) for key, value in step_metrics.items()}
+                    watch.check_training(step, logged["train_loss"])
                     logged["step_time"] = progress.seconds_per_step(step)
                     logged["chars_per_sec"] = chars_per_step / logged["step_time"]
                     if do_eval:
-                        logged.update(evaluate(state.params))
+                        eval_metrics = evaluate(state.params)
+                        logged.update(eval_metrics)
+                        do_save |= watch.validated(step, eval_metrics["eval_loss"], eval_metrics["eval_bpc"])
+                        early = watch.stop_early()
                     if do_sample:
                         logged.update(sample_tunes(state.params, step, writer))
                     writer.write(step, logged)
                     progress.report(step, logged)
-                if do_save:
-                    store.save(state, *metadata)
+                if do_save or early:
+                    watch.check_state(state, step)
+                    store.save(state, *metadata, watch.record.to_json(), eval_metrics)
                 if do_log or do_save:
                     progress.mark(step)  # evaluating, sampling and saving are not step time
                 if stopping is not None:
                     metrics.say(f"stopped by {signal.Signals(stopping).name} at step {step}: checkpoint saved")
                     break
+                if early:
+                    _say_early_stop(step, watch.record)
+                    break
+        store.wait()  # a failed save is this run's error, before it says it is done
     finally:
         writer.close()
     return TrainResult(int(state.step), logged, stopping)
+
+
+def _say_early_stop(step: int, record: health.ValidationRecord) -> None:
+    metrics.say(
+        f"stopped early at step {step}: validation has not improved for {record.passes_since_best} passes "
+        f"since step {record.best_step} ({record.best_bpc:.3f} bits/char), the best checkpoint"
+    )
 
 
 def _compile(step_fn, state, tokens):

@@ -60,7 +60,9 @@ def render_html(
         "fields": fields,
         "tunes": _tune_records(tunes, rows, report),
     }
-    storage.write_text_atomically(storage.as_path(str(index)), page_html(pathlib.Path(path).name, data))
+    storage.write_text_atomically(
+        storage.as_path(str(index)), page_html(pathlib.Path(path).name, data), "the tunebook page"
+    )
     return f"{report.summary()}; wrote {index}"
 
 

@@ -61,10 +61,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every = 50
     # Steps between validation passes over the whole validation split.
     config.train.eval_every = 500
-    # Steps between checkpoints (one is also saved at the end and on Ctrl-C or SIGTERM).
+    # Steps between checkpoints (one is also saved at the end, on Ctrl-C or SIGTERM, and at each
+    # validation pass that sets a new best).
     config.train.checkpoint_every = 500
-    # Checkpoints kept in WORKDIR/checkpoints; older ones are deleted.
+    # The latest checkpoints kept in WORKDIR/checkpoints; older ones are deleted, except the best
+    # (lowest validation loss), which is always kept: abcjax sample uses it by default.
     config.train.keep_checkpoints = 3
+    # Stop after this many validation passes in a row without a new best validation loss (0: never).
+    config.train.early_stop_evals = 0
     # Steps between sampling tunes and logging their quality as evaluate judges it: well-formed, bars
     # match meter, share repeating another's phrases, share copying training phrases (0 turns it off).
     config.train.sample_every = 500

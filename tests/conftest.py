@@ -51,10 +51,18 @@ def abcjax_env(devices: int = 1, **variables: str) -> dict[str, str]:
 
 
 def run_abcjax(
-    *args: str, devices: int = 1, timeout: float = 300, variables: dict[str, str] | None = None
+    *args: str,
+    devices: int = 1,
+    timeout: float = 300,
+    variables: dict[str, str] | None = None,
+    max_file_bytes: int | None = None,
 ) -> subprocess.CompletedProcess:
-    """Runs `python -m abcjax ARGS` in a fresh process with `devices` CPU devices and `variables` set."""
-    return _run_python(["-m", "abcjax", *args], devices, timeout, variables)
+    """Runs `python -m abcjax ARGS` in a fresh process with `devices` CPU devices and `variables` set.
+
+    `max_file_bytes` caps the size of each file it writes (RLIMIT_FSIZE): a write past it fails as
+    on a full disk, with "File too large".
+    """
+    return _run_python(["-m", "abcjax", *args], devices, timeout, variables, max_file_bytes)
 
 
 def run_python(
@@ -64,15 +72,32 @@ def run_python(
     return _run_python(["-c", script], devices, timeout, variables)
 
 
-def _run_python(arguments: list[str], devices: int, timeout: float, variables: dict[str, str] | None):
+def _run_python(
+    arguments: list[str],
+    devices: int,
+    timeout: float,
+    variables: dict[str, str] | None,
+    max_file_bytes: int | None = None,
+):
+    command = [sys.executable, *arguments]
+    if max_file_bytes:  # set in the child itself: a preexec_fn would fork this multithreaded process
+        command = [sys.executable, "-c", _LIMIT_FILE_SIZE_AND_EXEC, str(max_file_bytes), *command]
     return subprocess.run(
-        [sys.executable, *arguments],
+        command,
         capture_output=True,
         text=True,
         timeout=timeout,
         env=abcjax_env(devices, **(variables or {})),
         cwd=REPO,
     )
+
+
+# python -c this BYTES COMMAND...: runs COMMAND with each file it writes capped at BYTES.
+_LIMIT_FILE_SIZE_AND_EXEC = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 def interrupt_abcjax(*args: str, when, how) -> tuple[str, str, int]:
@@ -97,6 +122,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def latest_saved(workdir):
+    """(the latest checkpoint of `workdir` as sampling loads it, the whole state saved with it)."""
+    import jax
+
+    from abcjax.checkpoint import Checkpoints
+    from abcjax.parallel import make_mesh
+    from abcjax.steps import create_train_state, make_optimizer
+    from abcjax.trained import load_trained
+
+    mesh = make_mesh()
+    trained = load_trained(workdir, "latest", mesh)
+    tx = make_optimizer(trained.config)
+    target = jax.eval_shape(lambda: create_train_state(trained.model, tx, trained.config.seed))
+    with Checkpoints(workdir, read_only=True) as store:
+        return trained, store.restore_state(trained.step, target, mesh)
 
 
 @pytest.fixture(scope="session")

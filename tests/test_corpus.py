@@ -6,6 +6,7 @@ import re
 import pytest
 
 from abcjax.corpus import CorpusReport, find_abc_files, read_corpus, split_tunes
+from abcjax.data import make_dataset
 from abcjax.errors import AbcjaxError
 
 BUNDLED = pathlib.Path(__file__).resolve().parents[1] / "data" / "irish.abc"
@@ -125,6 +126,32 @@ def test_utf8_bom_is_dropped(tmp_path: pathlib.Path) -> None:
     assert read_corpus(str(tmp_path / "bom.abc")).tunes == (TUNE_A,)
 
 
+LATIN1_TUNE = "X:1\nT:Caf\xe9 na Gr\xe1\nK:D\nABcd|"  # a title in ISO-8859-1, as older collections have them
+
+
+@pytest.mark.parametrize("declaration", ["%abc-charset iso-8859-1", "I:abc-charset ISO-8859-1", "%abc-charset latin1"])
+def test_a_declared_charset_is_decoded_without_a_notice(tmp_path, capsys, declaration) -> None:
+    (tmp_path / "old.abc").write_bytes(f"{declaration}\n\n{LATIN1_TUNE}\n".encode("iso-8859-1"))
+    assert read_corpus(str(tmp_path / "old.abc")).tunes == (LATIN1_TUNE,)
+    assert capsys.readouterr().err == ""
+
+
+def test_an_undeclared_file_that_is_not_utf8_is_read_as_iso_8859_1_with_one_notice(tmp_path, capsys) -> None:
+    path = tmp_path / "old.abc"
+    path.write_bytes(LATIN1_TUNE.encode("iso-8859-1"))
+    tunes = read_corpus(str(path)).tunes
+    assert tunes == (LATIN1_TUNE,)
+    notice = capsys.readouterr().err.splitlines()
+    assert len(notice) == 1 and str(path) in notice[0] and "read as ISO-8859-1" in notice[0]
+    assert {"é", "á"} <= set(make_dataset(tunes * 4, 4, 0.0, 0, str(path)).vocab.chars)
+
+
+def test_a_declared_utf8_file_is_decoded_as_utf8(tmp_path, capsys) -> None:
+    (tmp_path / "new.abc").write_bytes(f"%abc-charset utf-8\n\n{LATIN1_TUNE}\n".encode())
+    assert read_corpus(str(tmp_path / "new.abc")).tunes == (LATIN1_TUNE,)
+    assert capsys.readouterr().err == ""
+
+
 def test_directory_means_its_abc_files_sorted_not_recursive(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -169,10 +196,11 @@ def test_comma_list_of_files_and_directories_is_read_in_order(
             ["n.abc", "no tunes found", "X: line"],
         ),
         (
-            {"u.abc": b"X:1\nT:caf\xc3\xa9\nK:D\nA\xffB|\n"},
+            {"u.abc": b"%abc-charset utf-8\nX:1\nT:caf\xc3\xa9\nK:D\nA\xffB|\n"},
             "u.abc",
-            ["u.abc", "not valid UTF-8", "byte 17", "line 4", "re-save"],
+            ["u.abc", "not valid utf-8", "byte 36", "line 5", "declares it"],
         ),
+        ({"k.abc": b"%abc-charset klingon\n" + TUNE_A.encode()}, "k.abc", ["k.abc", "unknown character set"]),
         (
             {"s1.abc": b"X:1\nK:D\n", "s2.abc": b"X:2\nT:A\n\nX:3\nT:B\nK:D\n"},
             "s1.abc,s2.abc",
@@ -187,7 +215,8 @@ def test_comma_list_of_files_and_directories_is_read_in_order(
         "empty",
         "whitespace-only",
         "no-tunes",
-        "invalid-utf8",
+        "invalid-declared-utf8",
+        "unknown-charset",
         "all-skipped",
     ],
 )

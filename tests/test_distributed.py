@@ -6,6 +6,7 @@ port; each trained layout is shared by the tests through one module fixture.
 
 import contextlib
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import time
 import jax
 import pytest
 
-from abcjax import parallel
+from abcjax import lock, parallel
 from abcjax.cli import main
 from conftest import REPO, TINY_CONFIG, abcjax_env, free_port, run_abcjax
 
@@ -25,8 +26,11 @@ TRAIN = ("train", "--config", str(TINY_CONFIG), "--config.train.steps=6", "--con
 SAMPLE = ("sample", "--num_tunes", "10", "--max_length", "200", "--batch_size", "4")
 
 
-def _run_together(runs: list[tuple[tuple[str, ...], dict[str, str]]]) -> list[subprocess.CompletedProcess]:
-    """Starts `abcjax ARGS` with ENV for each (ARGS, ENV) at once and waits for all of them.
+def _run_together(
+    runs: list[tuple[tuple[str, ...], dict[str, str]]], returncode: int = 0
+) -> list[subprocess.CompletedProcess]:
+    """Starts `abcjax ARGS` with ENV for each (ARGS, ENV) at once, waits for all of them, and checks
+    that each exits with `returncode`.
 
     Output goes to files, not pipes, so a process that writes much never blocks on a full pipe;
     every process is killed when the group overruns TIMEOUT or a wait fails.
@@ -51,7 +55,7 @@ def _run_together(runs: list[tuple[tuple[str, ...], dict[str, str]]]) -> list[su
             err.seek(0)
             results.append(subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read()))
     for result in results:
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == returncode, result.stderr
     return results
 
 
@@ -151,7 +155,7 @@ def test_a_tpu_pod_slice_joins_without_flags(runs, tmp_path):
 def test_sigterm_to_one_process_stops_both_at_one_saved_step_and_both_resume(tmp_path):
     """A spot VM's notice may reach one worker only: both stop at the same step, save it, and exit."""
     args = (*TRAIN[:3], "--workdir", str(tmp_path), "--config.train.steps=100000", "--config.train.log_every=1")
-    args += ("--config.train.checkpoint_every=100000",)
+    args += ("--config.train.checkpoint_every=100000", "--config.train.eval_every=100000")  # no best to save
     (args0, env0), (args1, env1) = _two_processes(args)
     with tempfile.TemporaryFile("w+") as log1:
         command = [sys.executable, "-m", "abcjax"]
@@ -178,6 +182,17 @@ def test_sigterm_to_one_process_stops_both_at_one_saved_step_and_both_resume(tmp
     process0, _ = _run_together(_two_processes(resume))
     assert f"resuming from the checkpoint of step {stopped_at}" in process0.stdout
     assert f"step {stopped_at + 2}/{stopped_at + 2}" in process0.stdout
+
+
+def test_a_workdir_held_by_another_train_stops_both_processes_in_one_line_each(tmp_path):
+    """Process 0 takes the workdir's lock for the run; when it cannot, every process stops."""
+    with lock.holding(tmp_path):
+        process0, process1 = _run_together(_two_processes((*TRAIN, "--workdir", str(tmp_path))), returncode=2)
+    for process in (process0, process1):
+        assert "Traceback" not in process.stderr
+    assert f"is in use by another abcjax train (pid {os.getpid()} on host" in process0.stderr
+    assert f"abcjax: error: process 0 could not lock {tmp_path}: see its error" in process1.stderr
+    assert not (tmp_path / "checkpoints").exists()
 
 
 GROUP = ("--coordinator_address", "10.0.0.1:8476", "--num_processes", "2", "--process_id", "1")

@@ -153,8 +153,13 @@ def test_files_are_read_like_a_corpus_and_every_tune_counts(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), (b"", "is empty"), (b"no tunes here\n", "no tunes found"), (b"\xff", "not valid UTF-8")],
-    ids=["missing", "empty", "no-tunes", "not-utf8"],
+    [
+        (None, "no such file"),
+        (b"", "is empty"),
+        (b"no tunes here\n", "no tunes found"),
+        (b"%abc-charset utf-8\n\xff", "not valid utf-8"),
+    ],
+    ids=["missing", "empty", "no-tunes", "not-the-declared-utf8"],
 )
 def test_unreadable_files_are_one_line_errors(tmp_path, content: bytes | None, message: str) -> None:
     path = tmp_path / "gen.abc"

@@ -161,7 +161,7 @@ def _sample(trained, mesh, num_tunes, batch_size, primes=("X:1\n",), max_length=
 
 def test_vmap_sampler_equals_the_slow_reference_loop(tiny_workdir):
     mesh = make_mesh()
-    trained = load_trained(tiny_workdir, None, mesh)
+    trained = load_trained(tiny_workdir, "latest", mesh)
     primes = ("X:1\n", "X:1\nM:6/8\nK:D\n")
     tunes = _sample(trained, mesh, num_tunes=4, batch_size=4, primes=primes)
     for tune in tunes:
@@ -173,7 +173,7 @@ def test_vmap_sampler_equals_the_slow_reference_loop(tiny_workdir):
 
 def test_tunes_do_not_depend_on_count_or_chunk_size(tiny_workdir):
     mesh = make_mesh()
-    trained = load_trained(tiny_workdir, None, mesh)
+    trained = load_trained(tiny_workdir, "latest", mesh)
     many = _sample(trained, mesh, num_tunes=10, batch_size=8)
     few = _sample(trained, mesh, num_tunes=3, batch_size=2)
     assert [tune.index for tune in many] == list(range(10))
