@@ -350,7 +350,9 @@ def _quiet_abandoned_work() -> None:
     hook.abcjax_quiet = True
     sys.unraisablehook = hook
     logging.getLogger("asyncio").addFilter(
-        lambda record: not record.getMessage().startswith(
-            ("Future exception was never retrieved", "Task exception was never retrieved")
+        lambda record: (
+            not record.getMessage().startswith(
+                ("Future exception was never retrieved", "Task exception was never retrieved")
+            )
         )
     )
