@@ -38,6 +38,9 @@ from abcjax.sample import TUNES_PER_SLOT, SampledTune, Sampler
 CANDIDATES_PER_TUNE = 20
 MIN_MAX_CANDIDATES = 1000
 MIN_SLOTS = 32  # the fewest slots batch_size_for gives a run of that many tunes or more
+# Judging processes at most (one per CPU below that): each judges a tune in about 1.2 ms (the demo
+# model's tunes) and holds its own copy of the judge and the training phrases.
+MAX_JUDGES = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +205,7 @@ def _judges(requirement: Requirement) -> Iterator[Callable[[list[str]], list[dic
     Spawned, not forked: a fork of a process running JAX's threads may deadlock, and a spawned worker
     imports only the judge. Each batch is split evenly over the workers.
     """
-    workers = os.cpu_count() or 1
+    workers = min(os.cpu_count() or 1, MAX_JUDGES)
     context = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(
         workers,

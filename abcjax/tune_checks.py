@@ -9,7 +9,11 @@ sampler.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import threading
 
 from abcjax import abc, copying
 
@@ -36,12 +40,20 @@ def verdicts(texts: list[str], checks: tuple[str, ...], training_phrases: frozen
 
 def set_up(checks: tuple[str, ...], training_phrases: frozenset[int]) -> None:
     """A worker's initializer: the checks and phrases arrive once, not with every batch. Ctrl-C and
-    SIGTERM are the parent's to handle (it stops once the tunes under way are checked), so the worker
-    ignores them and is shut down by the parent."""
+    SIGTERM are the parent's to handle (it stops once the tunes under way are judged), so the worker
+    ignores them and is shut down by the parent, or exits when the parent is gone."""
     global _required, _training_phrases
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _required, _training_phrases = checks, training_phrases
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    """A pool's worker outlives a parent killed outright (SIGKILL, the OOM killer): it waits for work
+    on a queue that it holds open itself. The parent's sentinel ends that wait."""
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(1)
 
 
 def judge(texts: list[str]) -> list[dict[str, bool]]:

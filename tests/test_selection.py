@@ -5,8 +5,12 @@ well-formed tune and let it add a few characters: some additions keep the tune w
 bars full, many do not, which gives a requirement about a quarter of the candidates meet.
 """
 
+import contextlib
 import json
+import os
+import select
 import signal
+import subprocess
 from itertools import pairwise
 
 import pytest
@@ -158,6 +162,31 @@ def test_ctrl_c_writes_the_tunes_passed_in_the_chunks_judged(tmp_path, tiny_work
     assert header[-1] == f"% stopped early: the first {finished} of 100000 tunes" and finished > 0
     assert f"stopped by SIGINT after {finished} of 100000 tunes" in stdout
     assert header[-2].startswith("% required well_formed: ")
+
+
+def test_the_judging_workers_exit_when_sampling_is_killed(tmp_path, tiny_workdir):
+    judges = []
+
+    def kill(process):
+        found = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True, text=True)
+        judges.extend(os.pidfd_open(int(pid)) for pid in found.stdout.split())
+        process.kill()
+
+    interrupt_abcjax(
+        *("sample", "--workdir", str(tiny_workdir), "--out", str(tmp_path / "killed.abc"), "--num_tunes", "100000"),
+        *("--batch_size", "8", "--prime", PRIME_FLAG, "--max_length", str(len(PRIME) + ADDED), "--require", "novel"),
+        when=lambda line: "/100000 tunes (" in line,
+        how=kill,
+    )
+    try:
+        assert judges
+        for judge in judges:  # a pidfd turns readable when its process ends
+            assert select.select([judge], [], [], 30)[0] == [judge]
+    finally:
+        for judge in judges:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(judge, signal.SIGKILL)
+            os.close(judge)
 
 
 @pytest.mark.parametrize(
