@@ -68,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--split_dir", help="also write one .abc file per tune here")
     sample.add_argument("--jsonl", help="also write one JSON object per tune here")
+    sample.add_argument(
+        "--require",
+        help="comma list of checks every tune must pass, of well_formed, bars_match_meter, repeats_balanced, "
+        "novel (copies no 4 bars in a row of a training tune): candidates are drawn until --num_tunes pass",
+    )
+    sample.add_argument(
+        "--max_candidates",
+        type=int,
+        help="with --require: give up after this many candidates (default 20 per tune, at least 1000)",
+    )
     _add_process_flags(sample)
 
     evaluate = commands.add_parser("evaluate", help="describe tunes: well-formed share, bar lengths, repeats, copying")
@@ -187,6 +197,8 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
     options = sample.SamplingOptions(args.temperature, args.top_k, args.top_p, args.max_length, constraint=constraint)
     if not (args.out or args.split_dir or args.jsonl):
         raise AbcjaxError("nothing to write: give --out FILE, --split_dir DIR or --jsonl FILE")
+    if args.max_candidates is not None and args.require is None:
+        raise AbcjaxError("--max_candidates bounds the candidates --require judges: give --require CHECKS with it")
     result = generate.generate(
         generate.SampleRequest(
             workdir=args.workdir,
@@ -199,6 +211,8 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> int:
             step=args.step,
             split_dir=args.split_dir,
             jsonl=args.jsonl,
+            require=tuple(args.require.split(",")) if args.require is not None else (),
+            max_candidates=args.max_candidates,
         )
     )
     return 128 + result.stopped_by_signal if result.stopped_by_signal else 0

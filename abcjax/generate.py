@@ -10,13 +10,15 @@ once the chunk under way is done, and the tunes finished by then (always tunes 1
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import signal
 import time
 
 import jax
 
-from abcjax import abc, parallel, signals, storage
+from abcjax import abc, parallel, selection, signals, storage
 from abcjax import abc_grammar as grammar
 from abcjax.checkpoint import Choice
 from abcjax.errors import AbcjaxError
@@ -37,6 +39,8 @@ class SampleRequest:
     step: str | int = "best"  # "best", "latest" or a step number
     split_dir: str | None = None
     jsonl: str | None = None
+    require: tuple[str, ...] = ()  # checks every tune must pass (abcjax.tune_checks.CHECKS); () takes every tune
+    max_candidates: int | None = None  # with require: candidates judged at most (default: see abcjax.selection)
 
 
 def unescape_prime(text: str) -> str:
@@ -94,14 +98,25 @@ def generate(request: SampleRequest) -> SampleResult:
         raise AbcjaxError(f"--seed {request.seed} must be in [0, 2**32)")
     request.options.check()
     _check_output_paths(request)
+    requirement = (
+        selection.load_requirement(request.require, request.workdir, request.num_tunes, request.max_candidates)
+        if request.require
+        else None
+    )
     mesh = parallel.make_mesh()
     batch_size = min(request.batch_size, parallel.round_up_to_devices(request.num_tunes, mesh))
+    if requirement:  # fewer slots: chunks come in multiples of them, and can end close to the candidates needed
+        batch_size = selection.batch_size_for(request.num_tunes, request.batch_size, mesh)
     parallel.check_divisible(batch_size, mesh, "--batch_size")
     trained = load_trained(request.workdir, request.step, mesh)
     sampler = make_sampler(trained.model, trained.vocab, mesh, request.options, list(request.primes))
+    as_written = functools.partial(numbered_tune, number=1)  # what a candidate is judged as
+    selector = selection.Selector(sampler, requirement, as_written) if requirement else None
 
     checkpoint = describe_choice(trained.choice)
     say(f"sampling {request.num_tunes} tunes from the checkpoint of step {checkpoint} in {request.workdir}")
+    if selector:
+        say(f"  each passing {', '.join(requirement.checks)}: at most {requirement.max_candidates:,} candidates")
     started = time.perf_counter()
     tunes: list[SampledTune] = []
 
@@ -112,14 +127,14 @@ def generate(request: SampleRequest) -> SampleResult:
         # Decided before the progress line goes out: a signal sent on seeing that line finds the
         # next chunk under way and lets it finish, whenever it lands.
         signum = stop.signum
-        _report_progress(len(tunes), request.num_tunes, started)
+        _report_progress(len(tunes), request.num_tunes, started, selector.progress() if selector else "")
         if signum is not None:
             raise _Stopped(signum)
 
     stopped_by_signal = None
     try:
         with signals.handling((signal.SIGINT, signal.SIGTERM), stop.handle):
-            sampler(trained.params, request.seed, request.num_tunes, batch_size, on_chunk=on_chunk)
+            (selector or sampler)(trained.params, request.seed, request.num_tunes, batch_size, on_chunk=on_chunk)
     except _Stopped as stopped:
         stopped_by_signal = stopped.signum
         say(f"stopped by {signal.Signals(stopped.signum).name} after {len(tunes)} of {request.num_tunes} tunes")
@@ -130,10 +145,14 @@ def generate(request: SampleRequest) -> SampleResult:
         f"{len(tunes) / seconds:,.1f} tunes/s, {characters / seconds:,.0f} chars/s, "
         f"{sum(tune.finished for tune in tunes)} reached their end"
     )
+    if selector:
+        say(selector.summary(seconds))
     if not tunes:
-        say("no tune was finished before the stop: nothing written")
+        say("no tune to write: nothing written")
     elif jax.process_index() == 0:  # every process holds every tune; the files are written once
-        _write_outputs(request, trained.choice, tunes)
+        _write_outputs(request, trained.choice, tunes, selector.header_lines() if selector else ())
+    if selector and selector.exhausted and stopped_by_signal is None:
+        raise AbcjaxError(selector.shortfall())
     return SampleResult(tunes, stopped_by_signal)
 
 
@@ -169,9 +188,10 @@ def _check_output_paths(request: SampleRequest) -> None:
         raise AbcjaxError(f"--split_dir {request.split_dir} is a file: give a directory")
 
 
-def _report_progress(done: int, total: int, started: float) -> None:
+def _report_progress(done: int, total: int, started: float, detail: str = "") -> None:
     elapsed = time.perf_counter() - started
-    say(f"  {done}/{total} tunes  ETA {format_duration(elapsed / done * (total - done))}")
+    eta = elapsed / done * (total - done) if done else math.inf
+    say(f"  {done}/{total} tunes{detail}  ETA {format_duration(eta)}")
 
 
 def numbered_tune(tune: SampledTune, number: int) -> str:
@@ -196,25 +216,27 @@ def describe_choice(choice: Choice) -> str:
     return f"{choice.step} ({how}; {validation})"
 
 
-def tunebook_header(request: SampleRequest, choice: Choice, num_tunes: int) -> str:
+def tunebook_header(request: SampleRequest, choice: Choice, num_tunes: int, notes: tuple[str, ...] = ()) -> str:
     """`%` comment lines naming what made the tunes (no timestamps: reruns compare byte for byte),
-    and how many of those asked for the book holds when sampling was stopped early."""
+    `notes` (what --require asked and how often it passed), and how many of those asked for the book
+    holds when sampling was stopped early."""
     options = request.options
     lines = [
         f"% abcjax sample: checkpoint step {describe_choice(choice)} of {request.workdir}",
         f"% seed {request.seed}, temperature {options.temperature}, top_k {options.top_k}, "
         f"top_p {options.top_p}, max_length {options.max_length}",
         f"% primes {json.dumps(list(request.primes))}",
+        *(f"% {note}" for note in notes),
     ]
     if num_tunes < request.num_tunes:
         lines.append(f"% stopped early: the first {num_tunes} of {request.num_tunes} tunes")
     return "\n".join(lines) + "\n\n"
 
 
-def _write_outputs(request: SampleRequest, choice: Choice, tunes: list[SampledTune]) -> None:
+def _write_outputs(request: SampleRequest, choice: Choice, tunes: list[SampledTune], notes: tuple[str, ...]) -> None:
     texts = [numbered_tune(tune, number) for number, tune in enumerate(tunes, start=1)]
     if request.out:
-        tunebook = tunebook_header(request, choice, len(texts)) + "".join(f"{text}\n" for text in texts)
+        tunebook = tunebook_header(request, choice, len(texts), notes) + "".join(f"{text}\n" for text in texts)
         storage.write_text_atomically(storage.as_path(request.out), tunebook, "the tunebook")
         say(f"wrote {request.out}")
     if request.split_dir:

@@ -283,6 +283,35 @@ class SampledTune:
         return len(self.text)
 
 
+def start_tunes(
+    params,
+    vocab: Vocabulary,
+    primes: tuple[np.ndarray, np.ndarray],
+    seed: int,
+    first: int,
+    count: int,
+    batch_size: int,
+    mesh: Mesh,
+    chunk_sampler: Callable[[int], Callable],
+) -> Callable[[], list[SampledTune]]:
+    """Starts tunes first..first+count-1 in one compiled call and returns without waiting for them.
+
+    JAX dispatches the call asynchronously, so the host may work while the devices sample; the
+    function returned waits for the tunes and decodes them, in tune order. The call writes a
+    multiple of batch_size tunes; the ones past first+count-1 are dropped.
+    """
+    prime_tokens, prime_lengths = primes
+    indices = np.arange(first, first + round_up(count, batch_size))
+    which_prime = indices % len(prime_lengths)
+    result = chunk_sampler(batch_size)(
+        params,
+        shard_rows(prime_tokens[which_prime], mesh),
+        shard_rows(prime_lengths[which_prime], mesh),
+        shard_rows(np.asarray(tune_keys(seed, indices)), mesh),
+    )
+    return functools.partial(_decode, result, vocab, indices, first + count)
+
+
 def sample_tunes(
     params,
     vocab: Vocabulary,
@@ -301,26 +330,46 @@ def sample_tunes(
     multiple of batch_size with extra tunes, which are dropped.
     """
     check_divisible(batch_size, mesh, "--batch_size")
-    prime_tokens, prime_lengths = primes
     tunes: list[SampledTune] = []
     for first in range(0, num_tunes, batch_size * TUNES_PER_SLOT):
-        count = min(batch_size * TUNES_PER_SLOT, round_up(num_tunes - first, batch_size))
-        indices = np.arange(first, first + count)
-        which_prime = indices % len(prime_lengths)
-        result = chunk_sampler(batch_size)(
-            params,
-            shard_rows(prime_tokens[which_prime], mesh),
-            shard_rows(prime_lengths[which_prime], mesh),
-            shard_rows(np.asarray(tune_keys(seed, indices)), mesh),
-        )
-        chunk = _decode(result, vocab, indices, num_tunes)
+        count = min(batch_size * TUNES_PER_SLOT, num_tunes - first)
+        chunk = start_tunes(params, vocab, primes, seed, first, count, batch_size, mesh, chunk_sampler)()
         tunes.extend(chunk)
         on_chunk(chunk)
     return tunes
 
 
-def make_sampler(model: CharLstm, vocab: Vocabulary, mesh: Mesh, options: SamplingOptions, primes: list[str]):
-    """`(params, seed, num_tunes, batch_size, on_chunk=...) -> tunes`: the compiled sampler, primes checked once."""
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """The compiled sampler of one model, mesh, sampling options and primes (checked once).
+
+    Calling it samples tunes 0..num_tunes-1; `start` starts one compiled call's tunes and returns
+    at once, for a caller that works on the tunes of one call while the next is sampled.
+    """
+
+    vocab: Vocabulary
+    mesh: Mesh
+    primes: tuple[np.ndarray, np.ndarray]  # encode_primes's
+    chunk_sampler: Callable[[int], Callable]  # slots -> the compiled call
+
+    def __call__(
+        self, params, seed: int, num_tunes: int, batch_size: int, on_chunk=lambda chunk: None
+    ) -> list[SampledTune]:
+        return sample_tunes(
+            params, self.vocab, self.primes, seed, num_tunes, batch_size, self.mesh, self.chunk_sampler, on_chunk
+        )
+
+    def start(self, params, seed: int, first: int, count: int, batch_size: int) -> Callable[[], list[SampledTune]]:
+        """start_tunes: tunes first..first+count-1, started now, decoded when the result is called."""
+        return start_tunes(
+            params, self.vocab, self.primes, seed, first, count, batch_size, self.mesh, self.chunk_sampler
+        )
+
+
+def make_sampler(
+    model: CharLstm, vocab: Vocabulary, mesh: Mesh, options: SamplingOptions, primes: list[str]
+) -> Sampler:
+    """The compiled sampler; each slot count compiles once, when first used."""
     newline = vocab.char2idx["\n"]
     encoded = encode_primes(primes, vocab, options.max_length)
     tables = None
@@ -328,11 +377,7 @@ def make_sampler(model: CharLstm, vocab: Vocabulary, mesh: Mesh, options: Sampli
         tables = grammar.build_tables(vocab.chars, options.constraint)
         constraint.check_primes(tables, primes, encoded)
     chunk_sampler = functools.cache(lambda slots: make_chunk_sampler(model, mesh, options, newline, slots, tables))
-
-    def sampler(params, seed: int, num_tunes: int, batch_size: int, on_chunk=lambda chunk: None) -> list[SampledTune]:
-        return sample_tunes(params, vocab, encoded, seed, num_tunes, batch_size, mesh, chunk_sampler, on_chunk)
-
-    return sampler
+    return Sampler(vocab, mesh, encoded, chunk_sampler)
 
 
 def _decode(result: Tunes, vocab: Vocabulary, indices: np.ndarray, num_tunes: int) -> list[SampledTune]:
