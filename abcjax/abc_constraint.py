@@ -84,7 +84,8 @@ class Reader:
     notes: jax.Array  # notes, rests and chords in the bar
     last: jax.Array  # the last note's ticks (broken rhythm changes it)
     last_length: jax.Array  # the last note's length (index into the tables' lengths; -1 another)
-    just_noted: jax.Array  # the last symbol was a note, rest or chord: a tie or broken rhythm may follow
+    just_noted: jax.Array  # the last symbol was a note, rest or chord (2: a broken rhythm's second): a tie
+    # or (after 1 only: no chains, whose notes the bar could not always fit) a broken rhythm may follow
     decorated: jax.Array  # decorations written that a note must follow
     # The length being written: digits before the slash, slashes, digits after; the length trie's node.
     top: jax.Array
@@ -151,13 +152,16 @@ def allowed(tables: Tables, reader: Reader) -> jax.Array:
     return jax.vmap(lambda char: _step(t, prepared, char)[1])(vocab)
 
 
-def allowed_next(tables: Tables, reader: Reader) -> jax.Array:
-    """The sampler's mask: allowed(), or every character once the body begins if only the header is
-    constrained."""
-    mask = allowed(tables, reader)
+def allowed_next(tables: Tables, reader: Reader, chars: jax.Array | None = None) -> jax.Array:
+    """The sampler's verdict on `chars` [n] (default: the whole vocabulary) as the next character:
+    allowed(), or every character once the body begins if only the header is constrained."""
+    t = _Consts(tables)
+    prepared = _prepare(t, reader)
+    chars = jnp.arange(tables.char_class.shape[0]) if chars is None else chars
+    verdict = jax.vmap(lambda char: _step(t, prepared, char)[1])(chars)
     if tables.options.header_only:
-        mask |= reader.mode >= B_LINE
-    return mask
+        verdict |= reader.mode >= B_LINE
+    return verdict
 
 
 def start(tables: Tables, first_tokens: jax.Array) -> Reader:
@@ -398,7 +402,7 @@ def _commit_note(t: _Consts, r: Reader, num, den, length_index) -> tuple[Reader,
         notes=r.notes + 1,
         last=ticks,
         last_length=length_index,
-        just_noted=1,
+        just_noted=jnp.where(r.broken != 0, 2, 1),
         decorated=0,
         field_line=0,
         broken=0,
@@ -444,8 +448,14 @@ def _bar_line_ok(t: _Consts, r: Reader, end, start, section, ending) -> jax.Arra
         part_bars = r.part_bars + _counts(r)
         ends_part = part_bars == options.bars_per_part
         ok &= (ending == 0) & jnp.where(empty, (section == 0) | (r.bars == 0), ends_part == (section == 1))
+        ok &= ~(ends_part & ~empty & (r.repeat_open == 1) & (end == 0))  # a repeated part ends with :|
     if options.parts:
         ok &= r.parts < options.parts
+        if options.bars_per_part:  # the last part opens no repeat, and its last bar is full
+            last_part_ends = ends_part & (r.parts + 1 >= options.parts)
+            completes_pickup = (end == 1) & (r.part_pickup > 0) & (r.bar + r.part_pickup == r.meter)
+            ok &= ~(last_part_ends & (start == 1))
+            ok &= ~(last_part_ends & ~empty & ~full & ~completes_pickup)
     return ok & (r.tuplet_left == 0) & (r.broken == 0)
 
 
@@ -586,7 +596,9 @@ def _finish_pending(p: _Prepared, kind) -> tuple[Reader, _Outlook, jax.Array, ja
     ends_bar = (r.mode == B_BAR) & ~_continues_bar(r, kind)
     reader = _select(ends_note, p.note_reader, _select(ends_bar, p.bar_reader, r))
     outlook = _select(ends_note, p.note_outlook, _select(ends_bar, p.bar_outlook, p.outlook))
-    ok = jnp.where(ends_note, p.note_ok, jnp.where(ends_bar, p.bar_ok, True))
+    # Nothing of a bar line right after ']' (the judge reads |]: as one bar line, the reader as two).
+    glued = (r.closing > 0) & ((kind == grammar.COLON) | (kind == grammar.BAR))
+    ok = jnp.where(ends_note, p.note_ok, jnp.where(ends_bar, p.bar_ok & ~glued, True))
     return reader, outlook, ok, jnp.where(ends_bar, p.closed, -1)
 
 
@@ -695,14 +707,14 @@ def _body_line(t, r, s, char, kind):
     newline = kind == grammar.NEWLINE
     options = t.options
     can_end = (r.bars > 0) & (r.repeat_open == 0) & (r.notes == 0) & (r.ending_open == 0) & (r.field_line == 0)
-    if options.bars_per_part:
-        can_end &= r.part_bars == 0
+    if options.bars_per_part:  # every part whole: no short bar left owing its rest
+        can_end &= (r.part_bars == 0) & (r.owed == 0)
     if options.parts:
         can_end &= r.parts == options.parts
     field = jnp.where(code == ord("M"), 1, jnp.where(code == ord("L"), 2, jnp.where(code == ord("K"), 3, 0)))
     reader = _select(newline, _set(r, mode=END), _set(r, mode=B_LETTER, field=field))
     field_ok = _is(code, "KLM") & (r.notes == 0) & (r.tuplet_left == 0) & (r.field_line == 0)
-    field_ok &= (r.section == 1) & (r.ending_open == 0) & (r.needs_edge == 0)  # between parts
+    field_ok &= (r.section == 1) & (r.ending_open == 0) & _may_write_music(t, r)  # between parts
     return reader, jnp.where(newline, can_end, field_ok)
 
 
@@ -719,13 +731,22 @@ def _body_text(t, r, s, char, kind):
     return _text(t, r, s, char, kind, B_LINE)
 
 
+def _may_write_music(t, r: Reader) -> jax.Array:
+    """Whether notes and their marks may come: not while a section edge is owed (a short bar closed
+    with '|'), nor once every part the form asks for is written (only the tune's end may come)."""
+    music = r.needs_edge == 0
+    if t.options.parts:
+        music &= r.parts < t.options.parts
+    return music
+
+
 def _music(t, r, s, char, kind):
     """Between symbols: what may start here."""
     code = t.code[char]
     target = _target(r)
     room = (r.meter == 0) | (r.bar < target)
     free = (r.decorated == 0) & (r.broken == 0)  # nothing written that a note must follow
-    music = r.needs_edge == 0  # no section edge owed before more music
+    music = _may_write_music(t, r)
     can_note = _can_start_note(t, s) & music
     note = (kind == grammar.NOTE) | (kind == grammar.REST)
     bar_start = (kind == grammar.BAR) | (kind == grammar.COLON)
@@ -761,11 +782,10 @@ def _music(t, r, s, char, kind):
             ),
             (r.just_noted == 1)
             & (r.tuplet_left == 0)
-            & (jnp.abs(r.broken) < 2)
-            & ((r.broken == 0) | ((r.broken > 0) == greater))
-            & _fits(r, jnp.where(r.broken == 0, r.last, 0)),
+            & (r.broken == 0)  # one mark: the corpus has no >> or <<, which leave the bar no way to fill
+            & _fits(r, r.last),
         ),
-        (kind == grammar.TIE, _set(r, just_noted=0), (r.just_noted == 1) & (r.broken == 0)),
+        (kind == grammar.TIE, _set(r, just_noted=0), (r.just_noted > 0) & (r.broken == 0)),
         (
             (kind == grammar.DECORATION) | (kind == grammar.DOT),
             _set(r, decorated=1, after_bar=0),
@@ -830,7 +850,7 @@ def _bracket(t, r, s, char, kind):
         marks=0,
     )
     chord_ok = ((kind == grammar.NOTE) | (kind == grammar.ACCIDENTAL)) & _can_start_note(t, s)
-    chord_ok &= r.needs_edge == 0
+    chord_ok &= _may_write_music(t, r)
     free = (r.tuplet_left == 0) & (r.broken == 0) & (r.decorated == 0) & (r.notes == 0)
     return _select(bar_char, bar_reader, chord_reader), jnp.where(bar_char, bar_ok & free, chord_ok)
 
@@ -884,10 +904,11 @@ def _grace(t, r, s, char, kind):
 
 
 def _quote(t, r, s, char, kind):
-    """A chord symbol or annotation: any characters but a newline, until the closing quote."""
+    """A chord symbol or annotation: any characters but a newline, until the closing quote. No '/'
+    (abc2midi reads "A/x" as a chord over a bass note and refuses a bass that is not a note)."""
     close = kind == grammar.QUOTE
     reader = _set(r, text=r.text + 1, mode=jnp.where(close, B_MUSIC, B_QUOTE))
-    return reader, close | ((kind != grammar.NEWLINE) & (r.text < _QUOTE_MAX))
+    return reader, close | ((kind != grammar.NEWLINE) & (kind != grammar.SLASH) & (r.text < _QUOTE_MAX))
 
 
 def _decoration(t, r, s, char, kind):
@@ -896,7 +917,7 @@ def _decoration(t, r, s, char, kind):
     line_break = (kind == grammar.NEWLINE) & (r.text == 0)
     code = t.code[char]
     letter = ((code >= ord("a")) & (code <= ord("z"))) | ((code >= ord("A")) & (code <= ord("Z")))
-    name = (letter | (kind == grammar.DOT)) & (r.needs_edge == 0)
+    name = (letter | (kind == grammar.DOT)) & _may_write_music(t, r)
     mode = jnp.where(close, B_MUSIC, jnp.where(line_break, B_LINE, B_DECORATION))
     reader = _set(r, text=r.text + 1, mode=mode, decorated=jnp.where(close, 1, r.decorated), after_bar=0)
     ok = jnp.where(close, r.text > 0, jnp.where(line_break, r.after_bar == 1, name & (r.text < _DECORATION_MAX)))

@@ -79,9 +79,10 @@ _CLASS_OF = {
     "\\": CONTINUATION,
     **dict.fromkeys("HLMOPSTuv", DECORATION),  # ABC 2.1's predefined decoration letters
 }
-# Header field letters the sampler writes after X: (X again would start another tune; U: and V: would
-# change how the body reads; A-G start music lines, which a model must not drift into the header).
-HEADER_LETTERS = "HIKLMNOPQRSTWZ"
+# Header field letters the sampler writes after X: (X again would start another tune; U:, V: and I:
+# would change how the body reads; P: in a header names parts the body must then mark; A-G start music
+# lines, which a model must not drift into the header).
+HEADER_LETTERS = "HKLMNOQRSTWZ"
 FIELD_BITS = {"T": 1, "M": 2, "L": 4, "K": 8}
 
 METERS = ("C", "C|", "2/2", "3/2", "2/4", "3/4", "4/4", "5/4", "6/4", "3/8", "6/8", "9/8", "12/8")

@@ -133,6 +133,7 @@ _RULES = (
     ("train.sample_tunes", lambda v: v >= 1, "at least 1"),
     ("train.sample_max_length", lambda v: v >= 10, "at least 10"),
     ("train.sample_audio_tunes", lambda v: v >= 0, "at least 0"),
+    ("train.sample_constrained", lambda v: isinstance(v, bool), "True or False"),
 )
 
 

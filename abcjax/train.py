@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 
 from abcjax import (
     abc,
+    abc_grammar,
     checkpoint,
     copying,
     corpus,
@@ -239,7 +240,8 @@ def _make_tune_sampler(model, dataset, mesh, config):
     checks = abc.parser_available()
     if not checks:
         metrics.say(f"{abc.PARSER_MISSING}: sampled tunes are logged without their checks")
-    options = sample.SamplingOptions(max_length=train_cfg.sample_max_length)
+    constraint = abc_grammar.Options() if train_cfg.sample_constrained else None
+    options = sample.SamplingOptions(max_length=train_cfg.sample_max_length, constraint=constraint)
     sampler = sample.make_sampler(model, dataset.vocab, mesh, options, [sample.DEFAULT_PRIME])
     batch_size = parallel.round_up_to_devices(train_cfg.sample_tunes, mesh)
 

@@ -198,7 +198,8 @@ def test_a_tunebook_and_jsonl_from_abcjax_sample_make_a_page_with_every_tunes_fi
     assert exit_info.value.code == 0
     tunebook_html.render_html(str(book), str(tmp_path / "out"), set(), str(jsonl), progress=False)
     data = _page_data(tmp_path / "out" / "index.html")
-    assert data["header"].startswith(f"% abcjax sample: checkpoint step 4 of {tiny_workdir}\n% seed 0")
+    checkpoint = r"checkpoint step 4 \(the best; validation [0-9.]+ bits/char\)"
+    assert re.match(rf"% abcjax sample: {checkpoint} of {re.escape(str(tiny_workdir))}\n% seed 0,", data["header"])
     records = {record["abc"].partition("\n")[0]: record for record in map(json.loads, jsonl.read_text().splitlines())}
     shown = {f"X:{tune['number']}": tune for tune in data["tunes"]}
     assert shown and set(shown) <= set(records)
