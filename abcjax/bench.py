@@ -18,21 +18,28 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from abcjax import corpus, cpu_kernels, cudnn_lstm, data, host_memory, parallel, sample, steps, torch_peer
+from abcjax import abc_grammar, corpus, cpu_kernels, cudnn_lstm, data, host_memory, parallel, sample, steps, torch_peer
 from abcjax.errors import AbcjaxError
 from abcjax.model import CharLstm, ModelConfig, make_decoder, zero_carries
 
 WARMUP_STEPS = 2
 ROUNDS_AGAINST_TORCH = 5  # turns each side takes at training and at sampling
+ROUNDS_CONSTRAINED = 3  # turns each of unconstrained and constrained sampling takes
 
 
 def run_bench(
-    config: ml_collections.ConfigDict, num_steps: int, num_tunes: int, sample_length: int, compare_torch: bool = False
+    config: ml_collections.ConfigDict,
+    num_steps: int,
+    num_tunes: int,
+    sample_length: int,
+    compare_torch: bool = False,
+    constrain: bool = False,
 ) -> dict:
     """Measures training and sampling throughput; returns the figures as a JSON-able dict.
 
     With `compare_torch`, the same model in PyTorch is timed too, in turns with abcjax, and the
-    speed-ups are added.
+    speed-ups are added. With `constrain`, sampling under `abcjax sample --constrain` is timed in
+    turns with unconstrained sampling, and both rates are added.
     """
     if compare_torch:  # before minutes of measuring, not after
         torch_peer.require_torch()
@@ -69,6 +76,8 @@ def run_bench(
         "seed_sample_chars_per_sec": round(seed_rate, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if constrain:
+        report.update(_constrained_rates(model, abcjax_side, dataset.vocab, mesh, num_tunes, sample_length))
     if not compare_torch:
         return report
     return {
@@ -83,6 +92,32 @@ def run_bench(
             abcjax_seconds=sample_seconds["abcjax"], torch_seconds=sample_seconds["torch"]
         ),
         "sample_speedup_vs_seed": round(sample_rate["abcjax"] / seed_rate, 1),
+    }
+
+
+def _constrained_rates(model, abcjax_side, vocab, mesh, num_tunes: int, sample_length: int) -> dict:
+    """Characters written per second without and with the constraint, in turns, same model and tunes.
+
+    A constrained tune may end (its blank line) before `sample_length`, and its slot then idles, so
+    the constrained rate counts the characters actually written."""
+    max_length = len(sample.DEFAULT_PRIME) + sample_length
+    options = sample.SamplingOptions(max_length=max_length, constraint=abc_grammar.Options())
+    sampler = sample.make_sampler(model, vocab, mesh, options, [sample.DEFAULT_PRIME])
+    written = []
+
+    def constrained() -> None:
+        tunes = sampler(abcjax_side.params, 0, num_tunes, num_tunes)
+        written.append(sum(tune.length - len(sample.DEFAULT_PRIME) for tune in tunes))
+
+    constrained()  # compiles
+    work = {"unconstrained": _ignoring_block(abcjax_side.sample), "constrained": _ignoring_block(constrained)}
+    seconds = _seconds_in_turns(work, [1] * ROUNDS_CONSTRAINED)
+    free_rate = ROUNDS_CONSTRAINED * num_tunes * sample_length / sum(seconds["unconstrained"])
+    constrained_rate = sum(written[1:]) / sum(seconds["constrained"])
+    return {
+        "unconstrained_sample_chars_per_sec": round(free_rate, 1),
+        "constrained_sample_chars_per_sec": round(constrained_rate, 1),
+        "constrained_speed_fraction": round(constrained_rate / free_rate, 3),
     }
 
 

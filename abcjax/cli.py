@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time the same model in PyTorch, in turns with abcjax (needs the torch extra)",
     )
+    bench.add_argument(
+        "--constrain",
+        action="store_true",
+        help="also time sampling under `abcjax sample --constrain`, in turns with unconstrained sampling",
+    )
 
     compile_ = commands.add_parser(
         "compile",
@@ -236,7 +241,7 @@ def _bench(args: argparse.Namespace, overrides: list[str]) -> int:
     _set_up_jax(args)  # JAX loads only once the arguments are good.
     from abcjax import bench
 
-    report = bench.run_bench(config, args.steps, args.num_tunes, args.sample_length, args.compare_torch)
+    report = bench.run_bench(config, args.steps, args.num_tunes, args.sample_length, args.compare_torch, args.constrain)
     print(json.dumps(report) if args.json else bench.format_report(report))
     return 0
 

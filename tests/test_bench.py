@@ -47,6 +47,20 @@ def test_bench_json_reports_every_figure_over_all_devices_and_fills_the_compilat
     assert any((tmp_path / "cache").iterdir())
 
 
+def test_bench_constrain_times_both_samplers_side_by_side():
+    result = _tiny_bench("--num_tunes", "4", "--sample_length", "20", "--constrain")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == KEYS | {
+        "unconstrained_sample_chars_per_sec",
+        "constrained_sample_chars_per_sec",
+        "constrained_speed_fraction",
+    }
+    assert report["constrained_sample_chars_per_sec"] > 0 and report["unconstrained_sample_chars_per_sec"] > 0
+    ratio = report["constrained_sample_chars_per_sec"] / report["unconstrained_sample_chars_per_sec"]
+    assert abs(report["constrained_speed_fraction"] - ratio) < 0.01
+
+
 def test_bench_refuses_bad_figures_in_one_line():
     result = run_abcjax("bench", "--config", str(TINY_CONFIG), "--steps", "0")
     assert result.returncode == 2
