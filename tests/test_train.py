@@ -1,19 +1,25 @@
 """The trainer end to end: data parallelism, resume, checkpoints, signals and what it logs."""
 
+import functools
 import json
+import re
 import shutil
 import signal
 import subprocess
 
 import cudnn_reference
 import jax
+import jax.numpy as jnp
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from abcjax import abc_constraint, abc_grammar
 from abcjax.checkpoint import Checkpoints
 from abcjax.errors import AbcjaxError
 from abcjax.metrics import TENSORBOARD_TAGS
+from abcjax.parallel import make_mesh
 from abcjax.train import train_and_evaluate
+from abcjax.trained import load_trained
 from conftest import TINY_CONFIG, interrupt_abcjax, latest_saved, run_abcjax, run_python, tiny_config
 
 
@@ -246,6 +252,25 @@ def test_tunes_sampled_during_training_reach_tensorboard_with_their_quality(tmp_
         assert [event.step for event in events.Scalars(f"samples/{name}_fraction")] == [2, 4]
     texts = [event.tensor_proto.string_val[0].decode() for event in events.Tensors("samples/text_summary")]
     assert len(texts) == 2 and all(text.count("X:1") == 3 for text in texts)
+
+
+def test_tunes_sampled_during_training_under_the_constraint_are_ones_its_reader_writes(tmp_path):
+    config = tiny_config("--config.train.steps=2", "--config.train.sample_every=2", "--config.train.sample_tunes=3")
+    config.train.sample_constrained = True
+    train_and_evaluate(config, tmp_path)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    (text,) = [event.tensor_proto.string_val[0].decode() for event in events.Tensors("samples/text_summary")]
+    tunes = re.findall(r"```\n(.*?)\n```", text, re.DOTALL)
+    vocab = load_trained(tmp_path, "latest", make_mesh()).vocab
+    tables = abc_grammar.build_tables(vocab.chars, abc_grammar.Options())
+    read = jax.jit(functools.partial(abc_constraint.step, tables))
+    assert len(tunes) == 3
+    for tune in tunes:  # the barely trained model writes nothing the reader refuses (unconstrained: at once)
+        reader = abc_constraint.initial(jnp.int32(0))
+        for token in vocab.encode(tune):
+            reader, ok, _ = read(reader, jnp.int32(token))
+            assert ok, tune
 
 
 def test_a_kill_mid_save_resumes_from_the_last_complete_checkpoint(tmp_path):
