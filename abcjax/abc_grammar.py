@@ -176,6 +176,19 @@ class Options:
     unit: str | None = None  # only this L:, e.g. "1/8"
     header_only: bool = False  # constrain the header alone (for --meter, --key, --unit without --constrain)
 
+    def describe(self) -> str:
+        """What was asked, as the tunebook's header records it, e.g. "constrained: 8 bars per part, 2 parts,
+        meter 6/8"."""
+        asked = [f"{self.bars_per_part} bars per part"] if self.bars_per_part else []
+        asked += [f"{self.parts} parts"] if self.parts else []
+        asked += [
+            f"{name} {value}"
+            for name, value in (("meter", self.meter), ("key", self.key), ("unit", self.unit))
+            if value
+        ]
+        what = "header constrained" if self.header_only else "constrained: well-formed, every bar full"
+        return ", ".join([what, *asked])
+
     def check(self) -> None:
         if self.bars_per_part < 0 or self.parts < 0:
             raise AbcjaxError("--bars_per_part and --parts must be 0 (free) or a positive number")

@@ -226,6 +226,7 @@ def tunebook_header(request: SampleRequest, choice: Choice, num_tunes: int, note
         f"% seed {request.seed}, temperature {options.temperature}, top_k {options.top_k}, "
         f"top_p {options.top_p}, max_length {options.max_length}",
         f"% primes {json.dumps(list(request.primes))}",
+        *([f"% {options.constraint.describe()}"] if options.constraint else []),
         *(f"% {note}" for note in notes),
     ]
     if num_tunes < request.num_tunes:
