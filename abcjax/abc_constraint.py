@@ -1,10 +1,12 @@
 """A compiled ABC reader for the sampler: it follows a tune as it is written and says which characters
 may come next, so that every tune is well-formed and every bar fills its meter by construction.
 
-`step(tables, reader, char)` reads one character and says whether it keeps the tune on course;
-`allowed(tables, reader)` is that verdict for every character of the vocabulary at once (a vmap of
-`step`), the mask the sampler applies before each draw. The reader is a few dozen int32 scalars, so it
-lives in the sampling loop's carry, one per slot: no host round trip, no Python per character.
+`step(tables, reader, char)` reads one character and says whether it keeps the tune on course.
+The sampler splits it: `prepare` does the work that does not depend on the next character, once per
+draw; `verdicts` judges the characters it considers (the whole vocabulary: the mask, a vmap of the
+rest of `step`) and `read` moves the reader on by the one it writes. The reader is a few dozen int32
+scalars, so it lives in the sampling loop's carry, one per slot: no host round trip, no Python per
+character.
 
 It reads as abcjax.abc_reader does (bars across line breaks, lengths, broken rhythm, tuplets, chords,
 grace notes, quotes, decorations, body M:/L:/K: fields), with durations in integer ticks
@@ -142,26 +144,31 @@ def initial(like: jax.Array) -> Reader:
     return Reader(**values)
 
 
-def allowed(tables: Tables, reader: Reader) -> jax.Array:
-    """Which characters of the vocabulary keep the tune on course: bool [vocab]. What does not depend
-    on the character (committing a pending note or bar line, which lengths and bar lines fit) is worked
-    out once, outside the vmap over the vocabulary."""
-    t = _Consts(tables)
-    prepared = _prepare(t, reader)
-    vocab = jnp.arange(tables.char_class.shape[0])
-    return jax.vmap(lambda char: _step(t, prepared, char)[1])(vocab)
+def prepare(tables: Tables, reader: Reader) -> Prepared:
+    """The work of judging the next character that does not depend on it, shared by `verdicts` on
+    the characters the sampler considers and `read` of the one it writes."""
+    return _prepare(_Consts(tables), reader)
 
 
-def allowed_next(tables: Tables, reader: Reader, chars: jax.Array | None = None) -> jax.Array:
+def verdicts(tables: Tables, prepared: Prepared, chars: jax.Array | None = None) -> jax.Array:
     """The sampler's verdict on `chars` [n] (default: the whole vocabulary) as the next character:
-    allowed(), or every character once the body begins if only the header is constrained."""
+    whether it keeps the tune on course (with header_only, every character once the body begins)."""
     t = _Consts(tables)
-    prepared = _prepare(t, reader)
     chars = jnp.arange(tables.char_class.shape[0]) if chars is None else chars
     verdict = jax.vmap(lambda char: _step(t, prepared, char)[1])(chars)
     if tables.options.header_only:
-        verdict |= reader.mode >= B_LINE
+        verdict |= prepared.reader.mode >= B_LINE
     return verdict
+
+
+def read(tables: Tables, prepared: Prepared, char: jax.Array) -> Reader:
+    """The reader after `char`, from what `prepare` worked out."""
+    return _step(_Consts(tables), prepared, char)[0]
+
+
+def allowed_next(tables: Tables, reader: Reader) -> jax.Array:
+    """The sampler's mask over the vocabulary for the next character (see `verdicts`)."""
+    return verdicts(tables, prepare(tables, reader))
 
 
 def start(tables: Tables, first_tokens: jax.Array) -> Reader:
@@ -193,7 +200,7 @@ def step(tables: Tables, reader: Reader, char: jax.Array) -> tuple[Reader, jax.A
     return _step(t, _prepare(t, reader), char)
 
 
-def _step(t, prepared: _Prepared, char) -> tuple[Reader, jax.Array, jax.Array]:
+def _step(t, prepared: Prepared, char) -> tuple[Reader, jax.Array, jax.Array]:
     kind = t.char_class[char]
     reader, outlook, ok, closed = _finish_pending(prepared, kind)
     reader, ok_leaving = _leave_lookahead(t, reader, char, kind)
@@ -543,7 +550,7 @@ def _read_bar_char(t: _Consts, r: Reader, s: _Outlook, char, kind) -> tuple[Read
 
 
 @struct.dataclass
-class _Prepared:
+class Prepared:
     """A reader, and what it becomes if the next character commits its pending note or bar line, each
     with its outlook: what `_step` chooses from, per character."""
 
@@ -558,7 +565,7 @@ class _Prepared:
     closed: jax.Array
 
 
-def _prepare(t: _Consts, r: Reader) -> _Prepared:
+def _prepare(t: _Consts, r: Reader) -> Prepared:
     """Commits, before the next character is known, what it might end: a note's or chord's length, or
     a bar line (whichever is pending)."""
     num, den = _written_length(r)
@@ -573,7 +580,7 @@ def _prepare(t: _Consts, r: Reader) -> _Prepared:
     end, start, section, ending = _bar_token(r)
     bar_ok = _bar_line_ok(t, r, end, start, section, ending) & (_value(t, "bar", r.bar_node) >= 0)
     bar_reader, closed = _close_bar(t, r, end, start, section, ending)
-    return _Prepared(
+    return Prepared(
         r,
         _outlook(t, r),
         note_reader,
@@ -586,7 +593,7 @@ def _prepare(t: _Consts, r: Reader) -> _Prepared:
     )
 
 
-def _finish_pending(p: _Prepared, kind) -> tuple[Reader, _Outlook, jax.Array, jax.Array]:
+def _finish_pending(p: Prepared, kind) -> tuple[Reader, _Outlook, jax.Array, jax.Array]:
     """A note's or chord's length, or a bar line, ends at the first character that does not continue
     it: it is committed first, and the character is then read from the mode that follows."""
     r = p.reader

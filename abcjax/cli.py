@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     primes.add_argument(
         "--rhythm", help="an R: field for every tune, e.g. jig or reel (the prime is X:1\\nR:RHYTHM\\n)"
     )
-    form = sample.add_argument_group("meter-aware sampling (docs/sampling.md)")
+    form = sample.add_argument_group("meter-aware sampling (docs/constrained-sampling.md)")
     form.add_argument(
         "--constrain",
         action="store_true",

@@ -163,21 +163,26 @@ def _overfilling(char: str) -> float:
 PRIMES = ["X:1\nT:A\nM:6/8\nL:1/8\nK:D\n", "X:1\nT:B\nM:3/4\nL:1/8\nK:G\n", "X:1\nT:C\nM:C|\nL:1/16\nK:Ador\n"]
 
 
-def _sample_fake(taste, options: grammar.Options, slots=48, max_length=600):
-    """Tunes a fake model with a fixed taste over characters writes under the constraint (the sampler's
-    Gumbel draw makes them vary) -> (ended tunes, how many slots the mask left with nothing to write)."""
+def _sample_chunk_fake(taste, options: grammar.Options, slots: int, max_length: int, top_k: int = 0):
+    """The chunk a fake model with a fixed taste over characters writes under the constraint (the
+    sampler's Gumbel draw makes its tunes vary)."""
     logits = jnp.array([taste(char) for char in VOCAB.chars])
     primes, lengths = encode_primes([PRIMES[slot % len(PRIMES)] for slot in range(slots)], VOCAB, max_length)
-    result = sample_chunk(
+    return sample_chunk(
         lambda token, carry: (logits, carry),
         primes,
         lengths,
         tune_keys(0, np.arange(slots)),
         jnp.zeros(slots),
-        SamplingOptions(max_length=max_length, constraint=options),
+        SamplingOptions(max_length=max_length, top_k=top_k, constraint=options),
         VOCAB.char2idx["\n"],
         grammar.build_tables(VOCAB.chars, options),
     )
+
+
+def _sample_fake(taste, options: grammar.Options, slots=48, max_length=600):
+    """-> (the tunes that ended, how many slots the mask left with nothing to write)."""
+    result = _sample_chunk_fake(taste, options, slots, max_length)
     ended, position = np.asarray(result.ended), np.asarray(result.position)
     tunes = [VOCAB.decode(result.tokens[row, : position[row] + 1]) for row in np.nonzero(ended)[0]]
     return tunes, int(np.sum(~ended & (position + 1 < max_length)))
@@ -200,6 +205,15 @@ def test_a_fake_model_pulling_against_the_constraint_writes_only_tunes_the_judge
         if options.parts:  # two parts of four full bars: eight bars of music in all
             bars = [bar for voice in abc.Tune.read(tune).read_body().voices.values() for bar in voice]
             assert sum(bar.duration / bar.expected for bar in bars) == 8, tune  # M: may change between parts
+
+
+def test_judging_only_the_models_choice_draws_what_the_whole_mask_draws():
+    """abcjax.masked_draw judges a slot's whole vocabulary only when its first choice is refused;
+    top-k over the whole vocabulary (a filter that keeps everything) takes the path that masks all."""
+    partial = _sample_chunk_fake(_overfilling, FREE, slots=16, max_length=300)
+    whole = _sample_chunk_fake(_overfilling, FREE, slots=16, max_length=300, top_k=VOCAB.size)
+    for field in ("tokens", "position", "ended", "log_likelihood"):
+        np.testing.assert_array_equal(getattr(partial, field), getattr(whole, field))
 
 
 def _sample_cli(workdir, tmp_path, name, *flags, devices=1):
