@@ -139,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--jsonl", help="with --html: the tunes' `abcjax sample --jsonl` file, to show its fields")
     render.add_argument("--jobs", type=int, help="tunes rendered at once (default: one per CPU)")
     render.add_argument("--timeout", type=float, default=30.0, help="seconds each tool may spend on one tune")
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw a run's learning curves and sampled-tune quality against step, as a PNG (needs the plot extra)",
+    )
+    plot.add_argument("workdir", help="run directory written by abcjax train (its metrics.jsonl is read)")
+    plot.add_argument("--out", required=True, help="PNG file to write, e.g. curves.png")
     return parser
 
 
@@ -297,6 +304,13 @@ def _render(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace, overrides: list[str]) -> int:
+    from abcjax import plot
+
+    print(plot.plot_run(args.workdir, args.out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs a subcommand; a user mistake is one line on stderr and exit code 2."""
     args, overrides = parse_command_line(argv)
@@ -311,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
             "bench": _bench,
             "compile": _compile,
             "render": _render,
+            "plot": _plot,
         }
         code = commands[args.command](args, overrides)
     except AbcjaxError as error:

@@ -21,7 +21,7 @@ def test_abcjax_alone_prints_the_help_and_exits_0():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: abcjax")
-    for command in ("train", "sample", "evaluate", "render", "bench", "compile"):
+    for command in ("train", "sample", "evaluate", "render", "bench", "compile", "plot"):
         assert command in result.stdout
     assert result.stderr == ""
 
