@@ -311,6 +311,18 @@ def _plot(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+# What each subcommand runs: (its arguments, its --config overrides) -> exit code.
+COMMANDS = {
+    "train": _train,
+    "sample": _sample,
+    "evaluate": _evaluate,
+    "bench": _bench,
+    "compile": _compile,
+    "render": _render,
+    "plot": _plot,
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs a subcommand; a user mistake is one line on stderr and exit code 2."""
     args, overrides = parse_command_line(argv)
@@ -318,16 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     # Orbax logs its notices, and each error it raises with a traceback; abcjax reports those itself.
     absl_logging.set_verbosity(absl_logging.FATAL)
     try:
-        commands = {
-            "train": _train,
-            "sample": _sample,
-            "evaluate": _evaluate,
-            "bench": _bench,
-            "compile": _compile,
-            "render": _render,
-            "plot": _plot,
-        }
-        code = commands[args.command](args, overrides)
+        code = COMMANDS[args.command](args, overrides)
     except AbcjaxError as error:
         print(f"abcjax: error: {error}", file=sys.stderr)
         code = USAGE_ERROR
