@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -13,13 +14,15 @@ from abcjax import accelerators
 from abcjax.errors import AbcjaxError
 
 USAGE_ERROR = 2
+CONFIG_OVERRIDE_COMMANDS = ("train", "bench", "compile")  # the commands that read a config file
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="abcjax", description="Train character-level LSTMs on ABC folk tunes, and generate tunes."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('abcjax')}")
+    commands = parser.add_subparsers(dest="command")
     train = commands.add_parser(
         "train",
         help="train a model (resumes from WORKDIR's latest checkpoint)",
@@ -141,7 +144,32 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--jsonl", help="with --html: the tunes' `abcjax sample --jsonl` file, to show its fields")
     render.add_argument("--jobs", type=int, help="tunes rendered at once (default: one per CPU)")
     render.add_argument("--timeout", type=float, default=30.0, help="seconds each tool may spend on one tune")
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw a run's learning curves and sampled-tune quality against step, as a PNG (needs the plot extra)",
+    )
+    plot.add_argument("workdir", help="run directory written by abcjax train (its metrics.jsonl is read)")
+    plot.add_argument("--out", required=True, help="PNG file to write, e.g. curves.png")
     return parser
+
+
+def parse_command_line(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The subcommand's arguments and its --config.KEY=VALUE overrides, as `abcjax` reads them.
+
+    Exits as argparse does: 2 with a usage line for a mistake, 0 after --help or --version, and 0 after
+    the help when no command is given, since a bare `abcjax` is someone asking what it does.
+    """
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [arg for arg in extra if arg.startswith("--config.") and args.command in CONFIG_OVERRIDE_COMMANDS]
+    unknown = [arg for arg in extra if arg not in overrides]
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    if args.command is None:
+        parser.print_help()
+        sys.exit(0)
+    return args, overrides
 
 
 def _step_choice(text: str) -> str | int:
@@ -281,27 +309,33 @@ def _render(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace, overrides: list[str]) -> int:
+    from abcjax import plot
+
+    print(plot.plot_run(args.workdir, args.out))
+    return 0
+
+
+# What each subcommand runs: (its arguments, its --config overrides) -> exit code.
+COMMANDS = {
+    "train": _train,
+    "sample": _sample,
+    "evaluate": _evaluate,
+    "bench": _bench,
+    "compile": _compile,
+    "render": _render,
+    "plot": _plot,
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs a subcommand; a user mistake is one line on stderr and exit code 2."""
-    parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    overrides = [arg for arg in extra if arg.startswith("--config.") and args.command in ("train", "bench", "compile")]
-    unknown = [arg for arg in extra if arg not in overrides]
-    if unknown:
-        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    args, overrides = parse_command_line(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Orbax logs its notices, and each error it raises with a traceback; abcjax reports those itself.
     absl_logging.set_verbosity(absl_logging.FATAL)
     try:
-        commands = {
-            "train": _train,
-            "sample": _sample,
-            "evaluate": _evaluate,
-            "bench": _bench,
-            "compile": _compile,
-            "render": _render,
-        }
-        code = commands[args.command](args, overrides)
+        code = COMMANDS[args.command](args, overrides)
     except AbcjaxError as error:
         print(f"abcjax: error: {error}", file=sys.stderr)
         code = USAGE_ERROR
