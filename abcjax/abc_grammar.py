@@ -98,11 +98,11 @@ _MODE_SPELLINGS = {
     "lydian": (" Lydian", "lyd"),
     "locrian": (" Locrian", "loc"),
 }
-# Note lengths the constrained sampler writes, in units of L:, each with its spellings.
+# Note lengths the constrained sampler writes, in units of L:, each with its spellings: those of the
+# corpus (none shorter than 1/2: with them a bar always fills in halves of the unit, where 1/4 and
+# 3/4 would let a tune patch a bar with notes no folk transcription writes).
 LENGTHS = {
-    Fraction(1, 4): ("//", "/4"),
     Fraction(1, 2): ("/", "/2"),
-    Fraction(3, 4): ("3/4",),
     Fraction(1): ("",),
     Fraction(3, 2): ("3/2",),
     Fraction(2): ("2",),
