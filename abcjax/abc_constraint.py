@@ -66,7 +66,6 @@ _QUOTE_MAX = 30  # characters of a chord symbol or annotation, at most
 _TEXT_MAX = 80  # characters of a field's text (a title), at most
 _CHORD_MAX = 3  # notes in a chord
 _GRACE_MAX = 4  # grace notes in a group
-_DECORATION_MAX = 12
 _SUFFIX_MAX = 64  # a length's numerator or denominator, at most
 
 
@@ -235,6 +234,7 @@ class _Consts:
                 ("key", tables.key_trie),
                 ("length", tables.length_trie),
                 ("bar", tables.bar_trie),
+                ("decoration", tables.decoration_trie),
             )
         }
         self.meter_ticks = jnp.asarray(tables.meter_ticks)
@@ -772,7 +772,11 @@ def _music(t, r, s, char, kind):
         ),
         (kind == grammar.LBRACE, _set(r, mode=B_GRACE, text=0, after_bar=0), room & free & music),
         (kind == grammar.QUOTE, _set(r, mode=B_QUOTE, text=0, after_bar=0), room & free & music),
-        (kind == grammar.BANG, _set(r, mode=B_DECORATION, text=0), (room & free & music) | (r.after_bar == 1)),
+        (
+            kind == grammar.BANG,
+            _set(r, mode=B_DECORATION, text=0, node=0),
+            (room & free & music) | (r.after_bar == 1),
+        ),
         (
             kind == grammar.LPAREN,
             _set(r, mode=B_PAREN, after_bar=0),
@@ -919,15 +923,16 @@ def _quote(t, r, s, char, kind):
 
 
 def _decoration(t, r, s, char, kind):
-    """!name!, or the ABC 1.6 line break: '!' right after a bar line, then the newline."""
+    """!name! (a name of abc_grammar.DECORATIONS), or the ABC 1.6 line break: '!' right after a bar
+    line, then the newline."""
     close = kind == grammar.BANG
     line_break = (kind == grammar.NEWLINE) & (r.text == 0)
-    code = t.code[char]
-    letter = ((code >= ord("a")) & (code <= ord("z"))) | ((code >= ord("A")) & (code <= ord("Z")))
-    name = (letter | (kind == grammar.DOT)) & _may_write_music(t, r)
+    node = _child(t, "decoration", r.node, char)
     mode = jnp.where(close, B_MUSIC, jnp.where(line_break, B_LINE, B_DECORATION))
-    reader = _set(r, text=r.text + 1, mode=mode, decorated=jnp.where(close, 1, r.decorated), after_bar=0)
-    ok = jnp.where(close, r.text > 0, jnp.where(line_break, r.after_bar == 1, name & (r.text < _DECORATION_MAX)))
+    reader = _set(r, text=r.text + 1, mode=mode, decorated=jnp.where(close, 1, r.decorated), after_bar=0, node=node)
+    named = _value(t, "decoration", r.node) >= 0
+    spelling = (node >= 0) & _may_write_music(t, r)
+    ok = jnp.where(close, (r.text > 0) & named, jnp.where(line_break, r.after_bar == 1, spelling))
     return reader, ok
 
 

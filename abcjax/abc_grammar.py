@@ -98,6 +98,30 @@ _MODE_SPELLINGS = {
     "lydian": (" Lydian", "lyd"),
     "locrian": (" Locrian", "loc"),
 }
+# The !name! decorations the constrained sampler writes: ABC 2.1's that fiddle and whistle music uses
+# (any other name is read, and ignored by abc2midi: a model that spells a name half-way writes noise).
+DECORATIONS = (
+    "trill",
+    "roll",
+    "turn",
+    "mordent",
+    "uppermordent",
+    "lowermordent",
+    "fermata",
+    "accent",
+    "emphasis",
+    "tenuto",
+    "upbow",
+    "downbow",
+    "breath",
+    "slide",
+    "segno",
+    "coda",
+    "fine",
+    "D.C.",
+    "D.S.",
+)
+
 # Note lengths the constrained sampler writes, in units of L:, each with its spellings: those of the
 # corpus (none shorter than 1/2: with them a bar always fills in halves of the unit, where 1/4 and
 # 3/4 would let a tune patch a bar with notes no folk transcription writes).
@@ -220,6 +244,7 @@ class Tables:
     length_num: np.ndarray  # [lengths] int32
     length_den: np.ndarray  # [lengths] int32
     bar_trie: Trie  # value: index into BAR_TOKENS
+    decoration_trie: Trie  # value 0: a name of DECORATIONS
     newline: int
     options: Options
 
@@ -247,6 +272,7 @@ def build_tables(vocab: tuple[str, ...], options: Options) -> Tables:
         length_num=np.array([length.numerator for length in LENGTHS], np.int32),
         length_den=np.array([length.denominator for length in LENGTHS], np.int32),
         bar_trie=Trie.build({index: (token[0],) for index, token in enumerate(BAR_TOKENS)}, vocab),
+        decoration_trie=Trie.build({0: DECORATIONS}, vocab),
         newline=vocab.index("\n"),
         options=options,
     )

@@ -128,6 +128,10 @@ def _allowed_after(prefix: str, options: grammar.Options = FREE) -> str:
         (HEAD + "abcd|ab|", "|]:1", "abcdz"),  # ... which must follow at once
         # What is opened closes before a bar line: a chord.
         (HEAD + "abcd|abc[d", "]ef", "|\n"),
+        # Decorations spell a name ABC defines; a '!' right after a bar line may end the line instead.
+        (HEAD + "abcd|!tr", "i", "!xa|"),
+        (HEAD + "abcd|!trill", "!", "xa|"),
+        (HEAD + "abcd|!", "\ntrf", "xq|"),
         # Line breaks after bar lines; the tune ends only after a bar line, with its repeats closed.
         (HEAD + "abcd|abcd", "|", "\n"),
         (HEAD + "abcd|abcd|\n", "\nabc", ""),
