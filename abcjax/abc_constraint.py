@@ -85,8 +85,8 @@ class Reader:
     notes: jax.Array  # notes, rests and chords in the bar
     last: jax.Array  # the last note's ticks (broken rhythm changes it)
     last_length: jax.Array  # the last note's length (index into the tables' lengths; -1 another)
-    just_noted: jax.Array  # the last symbol was a note, rest or chord (2: a broken rhythm's second): a tie
-    # or (after 1 only: no chains, whose notes the bar could not always fit) a broken rhythm may follow
+    just_noted: jax.Array  # the last symbol was a note, rest or chord (2: a broken rhythm's second, or a
+    # tuplet's): a tie or (after 1 only: the bar could not always fit the pair) a broken rhythm may follow
     decorated: jax.Array  # decorations written that a note must follow
     # The length being written: digits before the slash, slashes, digits after; the length trie's node.
     top: jax.Array
@@ -409,7 +409,7 @@ def _commit_note(t: _Consts, r: Reader, num, den, length_index) -> tuple[Reader,
         notes=r.notes + 1,
         last=ticks,
         last_length=length_index,
-        just_noted=jnp.where(r.broken != 0, 2, 1),
+        just_noted=jnp.where((r.broken != 0) | (r.tuplet_left > 0), 2, 1),
         decorated=0,
         field_line=0,
         broken=0,
