@@ -129,6 +129,7 @@ class Reader:
     ending_seen: jax.Array
     repeat_closed: jax.Array
     exact: jax.Array  # every duration so far was a whole number of ticks (reading odd ABC, it may not be)
+    line_start: jax.Array  # a body line's first character: 0 none yet, 1 a letter or '+', 2 another
 
 
 def initial(like: jax.Array) -> Reader:
@@ -204,7 +205,20 @@ def _step(t, prepared: Prepared, char) -> tuple[Reader, jax.Array, jax.Array]:
     reader, outlook, ok, closed = _finish_pending(prepared, kind)
     reader, ok_leaving = _leave_lookahead(t, reader, char, kind)
     reader, ok_here = _by_mode(t, reader, outlook, char, kind)
-    return reader, ok & ok_leaving & ok_here, closed
+    reader, ok_line = _line_start(t, prepared.reader, reader, char, kind)
+    return reader, ok & ok_leaving & ok_here & ok_line, closed
+
+
+def _line_start(t, before: Reader, after: Reader, char, kind) -> tuple[Reader, jax.Array]:
+    """The judge reads a body line that starts with a letter (or '+') and ':' as a field line, so the
+    sampler writes no ':' second on a line but a field's (a line "b:|" is no note and repeat there)."""
+    code = t.code[char]
+    letter = ((code >= ord("a")) & (code <= ord("z"))) | ((code >= ord("A")) & (code <= ord("Z"))) | (code == ord("+"))
+    first = jnp.where(letter, 1, 2)
+    line_start = jnp.where(kind == grammar.NEWLINE, 0, jnp.where(before.line_start == 0, first, 2))
+    body = before.mode >= B_LINE
+    ok = ~(body & (kind == grammar.COLON) & (before.line_start == 1) & (before.mode != B_LETTER))
+    return after.replace(line_start=jnp.where(body, line_start, 0)), ok
 
 
 def _by_mode(t, r: Reader, s: _Outlook, char, kind) -> tuple[Reader, jax.Array]:

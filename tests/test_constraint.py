@@ -132,6 +132,8 @@ def _allowed_after(prefix: str, options: grammar.Options = FREE) -> str:
         (HEAD + "abcd|!tr", "i", "!xa|"),
         (HEAD + "abcd|!trill", "!", "xa|"),
         (HEAD + "abcd|!", "\ntrf", "xq|"),
+        # A line that starts with a letter and ':' is a field line to the judge: no "b:|" at a line's start.
+        (HEAD + "abcd|\nb", "c|", ":"),
         # Line breaks after bar lines; the tune ends only after a bar line, with its repeats closed.
         (HEAD + "abcd|abcd", "|", "\n"),
         (HEAD + "abcd|abcd|\n", "\nabc", ""),
