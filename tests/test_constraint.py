@@ -169,26 +169,31 @@ def _overfilling(char: str) -> float:
 PRIMES = ["X:1\nT:A\nM:6/8\nL:1/8\nK:D\n", "X:1\nT:B\nM:3/4\nL:1/8\nK:G\n", "X:1\nT:C\nM:C|\nL:1/16\nK:Ador\n"]
 
 
-def _sample_chunk_fake(taste, options: grammar.Options, slots: int, max_length: int, top_k: int = 0):
+@functools.cache
+def _fake_sampler(options: grammar.Options, slots: int, max_length: int, top_k: int):
+    """The compiled sampler of a fake model whose logits, the same at every step, are its argument:
+    one compilation per set of options, whatever the taste."""
+    primes, lengths = encode_primes([PRIMES[slot % len(PRIMES)] for slot in range(slots)], VOCAB, max_length)
+    sampling = SamplingOptions(max_length=max_length, top_k=top_k, constraint=options)
+    tables = grammar.build_tables(VOCAB.chars, options)
+    keys = tune_keys(0, np.arange(slots))
+
+    def run(logits):
+        fake_model = lambda token, carry: (logits, carry)  # noqa: E731
+        return sample_chunk(fake_model, primes, lengths, keys, jnp.zeros(slots), sampling, VOCAB.char2idx["\n"], tables)
+
+    return jax.jit(run)
+
+
+def _sample_chunk_fake(taste, options: grammar.Options, slots=48, max_length=600, top_k: int = 0):
     """The chunk a fake model with a fixed taste over characters writes under the constraint (the
     sampler's Gumbel draw makes its tunes vary)."""
-    logits = jnp.array([taste(char) for char in VOCAB.chars])
-    primes, lengths = encode_primes([PRIMES[slot % len(PRIMES)] for slot in range(slots)], VOCAB, max_length)
-    return sample_chunk(
-        lambda token, carry: (logits, carry),
-        primes,
-        lengths,
-        tune_keys(0, np.arange(slots)),
-        jnp.zeros(slots),
-        SamplingOptions(max_length=max_length, top_k=top_k, constraint=options),
-        VOCAB.char2idx["\n"],
-        grammar.build_tables(VOCAB.chars, options),
-    )
+    return _fake_sampler(options, slots, max_length, top_k)(jnp.array([taste(char) for char in VOCAB.chars]))
 
 
-def _sample_fake(taste, options: grammar.Options, slots=48, max_length=600):
+def _sample_fake(taste, options: grammar.Options, max_length=600):
     """-> (the tunes that ended, how many slots the mask left with nothing to write)."""
-    result = _sample_chunk_fake(taste, options, slots, max_length)
+    result = _sample_chunk_fake(taste, options, max_length=max_length)
     ended, position = np.asarray(result.ended), np.asarray(result.position)
     tunes = [VOCAB.decode(result.tokens[row, : position[row] + 1]) for row in np.nonzero(ended)[0]]
     return tunes, int(np.sum(~ended & (position + 1 < max_length)))
@@ -216,8 +221,8 @@ def test_a_fake_model_pulling_against_the_constraint_writes_only_tunes_the_judge
 def test_judging_only_the_models_choice_draws_what_the_whole_mask_draws():
     """abcjax.masked_draw judges a slot's whole vocabulary only when its first choice is refused;
     top-k over the whole vocabulary (a filter that keeps everything) takes the path that masks all."""
-    partial = _sample_chunk_fake(_overfilling, FREE, slots=16, max_length=300)
-    whole = _sample_chunk_fake(_overfilling, FREE, slots=16, max_length=300, top_k=VOCAB.size)
+    partial = _sample_chunk_fake(_overfilling, FREE)
+    whole = _sample_chunk_fake(_overfilling, FREE, top_k=VOCAB.size)
     for field in ("tokens", "position", "ended", "log_likelihood"):
         np.testing.assert_array_equal(getattr(partial, field), getattr(whole, field))
 
@@ -227,15 +232,17 @@ def _sample_cli(workdir, tmp_path, name, *flags, devices=1):
     args = ["sample", "--workdir", str(workdir), "--num_tunes", "6", "--max_length", "1500", "--seed", "5"]
     result = run_abcjax(*args, "--out", str(out), "--jsonl", str(jsonl), *flags, devices=devices)
     assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return out.read_text(), [json.loads(line) for line in jsonl.read_text().splitlines()]
 
 
 def test_constrained_tunes_of_a_real_model_pass_the_judge_and_do_not_depend_on_the_device_count(tiny_workdir, tmp_path):
     form = ["--constrain", "--bars_per_part", "4", "--parts", "2", "--meter", "6/8", "--key", "D"]
     form += ["--prime", "X:1\\nT:t\\nM:6/8\\nK:D\\n"]  # the barely trained model's headers run long
-    one = _sample_cli(tiny_workdir, tmp_path, "one", *form)
-    four = _sample_cli(tiny_workdir, tmp_path, "four", *form, devices=4)
+    book, one = _sample_cli(tiny_workdir, tmp_path, "one", *form)
+    _, four = _sample_cli(tiny_workdir, tmp_path, "four", *form, devices=4)
     assert [record["abc"] for record in one] == [record["abc"] for record in four]
+    constraint_line = "% constrained: well-formed, every bar full, 4 bars per part, 2 parts, meter 6/8, key D"
+    assert book.splitlines()[3] == constraint_line  # the tunebook's header says what was asked
     finished = [record["abc"] for record in one if record["finished"]]
     assert finished
     for tune, checks in zip(finished, abc.check_tunes(finished), strict=True):
