@@ -150,6 +150,9 @@ def parse_key(value: str | None) -> Key | None:
         tonic = match[1] + match[2]
         rest = text[match.end() :]
         words = rest.split()
+        glued = re.fullmatch(r"([A-Za-z]+)((?:[_^=]{1,2}[A-Ga-g])+)", words[0]) if words else None
+        if glued and _is_mode_word(glued[1]):  # K:Dmix=c: accidentals against the mode, as abc2midi reads it
+            words[:1] = [glued[1], *re.findall(r"[_^=]{1,2}[A-Ga-g]", glued[2])]
         attached = rest[:1].isalpha()  # Dmix, Em: the mode written against the tonic
         first = words[0] if words and (attached or not _KEY_EXTRA.match(words[0])) else ""
         if first and not _is_mode_word(first):
@@ -162,9 +165,12 @@ def parse_key(value: str | None) -> Key | None:
 
 
 def _is_mode_word(word: str) -> bool:
-    """A mode is written as m, by its first three letters or more of its name (Mix, Mixolydian)."""
+    """A mode is written as m, or by a word whose first three letters are its name's (Mix, Mixolydian):
+    ABC 2.1 reads only those three, so abc2midi and music21 read K:Dmixm as D mixolydian."""
     lower = word.lower()
-    return lower == "m" or (len(lower) >= 3 and any(name.startswith(lower) for name in _MODE_NAMES))
+    if lower == "m":
+        return True
+    return len(lower) >= 3 and lower.isalpha() and any(name.startswith(lower[:3]) for name in _MODE_NAMES)
 
 
 def normalise_key(value: str) -> str:

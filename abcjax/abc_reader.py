@@ -12,8 +12,10 @@ lines that abc2midi misreads (abcjax.abc2midi says which and why), so abc2midi j
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
+import itertools
 import re
 from fractions import Fraction
 
@@ -32,7 +34,7 @@ _TOKEN = re.compile(
     | !(?P<decoration>[^!\s|]+)! | \+(?P<plus>[^+\s|]+)\+       # !trill!, +trill+ (ABC 2.0)
     | (?P<bang>!)                                               # line break of ABC 1.6
     | \[(?P<field>[A-Za-z]):(?P<value>[^\]]*)\]                 # inline field: [M:3/4]
-    | (?P<bar>\.?:*(?:\[\|\]|\[\||\|\]|\|)+:*|::+)(?P<bar_ending>\d+(?:[-,]\d+)*)?  # :|2
+    | (?P<bar>\[\|\](?=:+\|)|\.?:*(?:\[\|\]|\[\||\|\]|\|)+:*|::+)(?P<bar_ending>\d+(?:[-,]\d+)*)?  # :|2; [|]:|
     | \[(?P<ending>\d+(?:[-,]\d+)*|(?="))                       # [1, [2, [1,3, ["Last time"
     | \((?P<p>\d+)(?::(?P<q>\d*)(?::(?P<r>\d*))?)?              # tuplet (p:q:r
     | (?P<slur>\.?\(|\))
@@ -364,24 +366,22 @@ def read_body(
     """
     reader = _Reader(meter, unit, user_decorations)
     written: list[str] = []
+    continued: list[tuple[int, str]] = []  # music lines ending in `\\`, read with the line that ends them
     for number, raw in enumerate(body, start=first_line):
-        reader.line = number
         line = _without_comment(raw)
         if _FIELD_LINE.match(line):
+            written += _read_music(reader, continued)
+            reader.line = number
             if line[0] != "+":
                 reader.field(line[0], line[2:].strip())
             written.append(raw)
             continue
         if line.rstrip().endswith("\\"):  # a continuation: the music goes on on the next line
-            line = line.rstrip()[:-1]
-        kept = []
-        for token in _TOKEN.finditer(line):
-            kind = reader.take(token)
-            if kind == "space":
-                kept.append(" ")
-            elif kind not in _NOT_FOR_ABC2MIDI:
-                kept.append(token[0].replace("[|]", "") or "|")
-        written.append("".join(kept))
+            continued.append((number, line.rstrip()[:-1]))
+            continue
+        continued.append((number, line))
+        written += _read_music(reader, continued)
+    written += _read_music(reader, continued)
     reader.line = first_line + len(body) - 1
     reader.finish()
     for voice in reader.voices.values():
@@ -391,6 +391,28 @@ def read_body(
     return Reading(
         voices, reader.bar_lines, reader.errors, reader.warnings, reader.num_notes, written, reader.meter_unreadable
     )
+
+
+def _read_music(reader: _Reader, lines: list[tuple[int, str]]) -> list[str]:
+    """Reads music lines joined by `\\` continuations as one (ABC 2.1 section 6.1.1), so that a bar line
+    or ending split by one (`|\\` then `1 ...`) is read whole; empties `lines`. Returns the lines as
+    written out for abc2midi, which does not join them: `%` for each continued line, then the whole."""
+    if not lines:
+        return []
+    starts = list(itertools.accumulate((len(text) for _, text in lines[:-1]), initial=0))
+    kept = []
+    for token in _TOKEN.finditer("".join(text for _, text in lines)):
+        reader.line = lines[bisect.bisect_right(starts, token.start()) - 1][0]
+        kind = reader.take(token)
+        if kind == "space":
+            kept.append(" ")
+        elif kind == "bar" and token["bar_ending"] and token["bar"] not in ("|", ":|"):
+            kept.append(f"{token['bar'].replace('[|]', '') or '|'}[{token['bar_ending']}")  # ||1: abc2midi reads ||[1
+        elif kind not in _NOT_FOR_ABC2MIDI:
+            kept.append(token[0].replace("[|]", "") or "|")
+    written = ["%"] * (len(lines) - 1) + ["".join(kept)]
+    lines.clear()
+    return written
 
 
 @functools.cache

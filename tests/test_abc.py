@@ -85,8 +85,22 @@ def test_abc2midi_repeat_complaints_about_valid_abc_do_not_count() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    ['u"A"DFA dAF|GBd gdB|', "DFA dAF|GBd gdB H[|]|]", "DFA ~(dAF)|GBd gdB|"],
-    ids=["bowing-mark-before-a-chord-symbol", "invisible-bar-line", "roll-before-a-slur"],
+    [
+        'u"A"DFA dAF|GBd gdB|',
+        "DFA dAF|GBd gdB H[|]|]",
+        "DFA ~(dAF)|GBd gdB|",
+        "|:DFA dAF|GBd gdB H[|]:|",
+        "|:DFA dAF||1 GBd gdB:|2 AFD EFE||",
+        "|:DFA dAF|\\\n1 GBd gdB:|2 AFD EFE||",
+    ],
+    ids=[
+        "bowing-mark-before-a-chord-symbol",
+        "invisible-bar-line",
+        "roll-before-a-slur",
+        "invisible-bar-line-before-a-repeat-end",  # Ryan's Mammoth Collection, John Chambers's copy
+        "first-ending-after-a-double-bar",  # Ryan's "Hibernia's Pride"
+        "ending-after-a-continued-line",  # Ryan's "Brookside"
+    ],
 )
 def test_valid_abc_that_abc2midi_misreads_is_well_formed_and_the_disagreement_named(body: str) -> None:
     checks = abc.check_tune(abc_tune(body))
@@ -211,6 +225,11 @@ def test_without_l_the_unit_is_a_sixteenth_below_3_4(body: str, fits: bool) -> N
     assert abc.check_tune(abc_tune(body, header="X:1\nT:Test\nM:2/4\nK:D"))["bars_match_meter"] is fits
 
 
+def test_a_bar_runs_across_continued_lines_and_is_named_by_the_line_it_starts_on() -> None:
+    checks = abc.check_tune(abc_tune("DFA dAF|GBd \\\ngdB|AFD\\\nEFE d|"))
+    assert checks["bar_errors"] == ["line 7: bar 3 is overfull: 7/8 of 3/4 (AFDEFEd)"]
+
+
 def test_meter_changes_apply_to_later_bars() -> None:
     body = "DFA dAF|GBd gdB|\nM:9/8\nDFA dAF GFE|[M:6/8]DFA dAF|"
     assert abc.check_tune(abc_tune(body))["bars_match_meter"]
@@ -233,6 +252,8 @@ def test_an_unreadable_meter_fails_the_bar_check() -> None:
         ("|:DFA dAF|GBd gdB|]", False),
         ("DFA dAF|2 GBd gdB||", False),
         ("|:DFA dAF|1 GBd gdB|2 AFD EFE||", False),
+        ("|:DFA dAF|GBd gdB H[|]:|", True),
+        ("|:DFA dAF:|\\\n|:GBd gdB:|", True),
     ],
     ids=[
         "start-and-end",
@@ -244,6 +265,8 @@ def test_an_unreadable_meter_fails_the_bar_check() -> None:
         "start-never-closed",
         "second-ending-alone",
         "second-ending-before-repeat",
+        "invisible-bar-line-then-repeat-end",
+        "repeats-either-side-of-a-continuation",
     ],
 )
 def test_repeats_balanced(body: str, balanced: bool) -> None:
@@ -252,7 +275,8 @@ def test_repeats_balanced(body: str, balanced: bool) -> None:
 
 @pytest.mark.parametrize(
     ("key", "normalised"),
-    [("D", "D major"), ("Dmaj", "D major"), ("Ador", "A dorian"), ("G clef=bass", "G major"), ("Bn", "Bn")],
+    [("D", "D major"), ("Dmaj", "D major"), ("Ador", "A dorian"), ("G clef=bass", "G major"), ("Bn", "Bn")]
+    + [("Dmix=c", "D mixolydian"), ("Dmix =c ^g", "D mixolydian"), ("Dmix=x", "Dmix=x"), ("Dmixm", "D mixolydian")],
 )
 def test_keys_are_normalised_to_tonic_and_mode(key: str, normalised: str) -> None:
     assert abc.check_tune(abc_tune(header=f"X:1\nT:Test\nM:6/8\nL:1/8\nK:{key}"))["key"] == normalised

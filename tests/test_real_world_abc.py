@@ -12,8 +12,8 @@ from real_world_abc import collection_tunes
 
 # collection -> (tunes, not well-formed, bars that do not fill the meter, repeats not balanced)
 REJECTED = {
-    "oneills1850": (2009, 9, 247, 20),
-    "ryansMammoth": (1059, 33, 60, 25),
+    "oneills1850": (2009, 8, 247, 20),
+    "ryansMammoth": (1059, 31, 60, 8),
     "airdsAirs": (1180, 10, 20, 15),
     "essenFolksong": (8514, 12, 4052, 0),
 }
