@@ -13,6 +13,8 @@ from abcjax.sample import SamplingOptions
 from abcjax.train import train_and_evaluate
 from conftest import BUNDLED_CORPUS, tiny_config
 
+pytestmark = pytest.mark.xdist_group("test_best_checkpoint")  # one worker: its module fixture is built once
+
 EARLY_STOP = 3
 EVAL_EVERY = 10
 OVERFIT = (

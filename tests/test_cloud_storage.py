@@ -19,6 +19,8 @@ from abcjax import storage
 from abcjax.errors import AbcjaxError
 from conftest import REPO, TINY_CONFIG, free_port, run_abcjax
 
+pytestmark = pytest.mark.xdist_group("test_cloud_storage")  # one worker: its module fixture is built once
+
 BUCKET = "abcjax-test"
 
 

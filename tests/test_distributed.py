@@ -21,6 +21,8 @@ from abcjax import lock, parallel
 from abcjax.cli import main
 from conftest import REPO, TINY_CONFIG, abcjax_env, free_port, run_abcjax
 
+pytestmark = pytest.mark.xdist_group("test_distributed")  # one worker: its module fixture is built once
+
 TIMEOUT = 120  # seconds for a whole group of processes; a hung group is killed
 TRAIN = ("train", "--config", str(TINY_CONFIG), "--config.train.steps=6", "--config.train.log_every=1")
 SAMPLE = ("sample", "--num_tunes", "10", "--max_length", "200", "--batch_size", "4")

@@ -9,6 +9,8 @@ from abcjax.corpus import read_corpus
 from abcjax.errors import AbcjaxError
 from conftest import BUNDLED_CORPUS, abc_tune
 
+pytestmark = pytest.mark.xdist_group("test_evaluate")  # one worker: its module fixture is built once
+
 
 @pytest.fixture(scope="module")
 def training_tunes() -> list[str]:

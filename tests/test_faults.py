@@ -18,6 +18,8 @@ import pytest
 from abcjax.checkpoint import Checkpoints
 from conftest import REPO, TINY_CONFIG, abcjax_env, run_abcjax
 
+pytestmark = pytest.mark.xdist_group("test_faults")  # one worker: its module fixture is built once
+
 TRAIN = ("train", "--config", str(TINY_CONFIG))
 
 

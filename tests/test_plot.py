@@ -9,6 +9,8 @@ from abcjax import cli
 from abcjax.plot import quality_keys, read_metrics
 from conftest import tiny_config
 
+pytestmark = pytest.mark.xdist_group("test_plot")  # one worker: its module fixture is built once
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -15,6 +15,8 @@ from abcjax.corpus import read_corpus
 from abcjax.errors import AbcjaxError
 from conftest import BUNDLED_CORPUS
 
+pytestmark = pytest.mark.xdist_group("test_render")  # one worker: its module fixture is built once
+
 ALL_TOOLS = ("abc2midi", "timidity", "abcm2ps")
 BROKEN = "X:2\nT:Broken\nK:Qxyz\n@@AB|"  # No MIDI for a key abc2midi cannot read; abcm2ps exits 1 on "@".
 

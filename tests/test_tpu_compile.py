@@ -14,6 +14,8 @@ from abcjax.errors import AbcjaxError
 from abcjax.model import ModelConfig
 from conftest import REPO, TINY_CONFIG, run_abcjax
 
+pytestmark = pytest.mark.xdist_group("test_tpu_compile")  # one worker: its module fixture is built once
+
 DEMO_CONFIG = REPO / "configs" / "demo.py"
 # configs/demo.py shrunk: the same model, optimizer and schedule, in sizes that compile in seconds.
 SMALL_DEMO = ["--config.model.hidden_size=32", "--config.model.embed_dim=16", "--config.data.seq_length=16"]

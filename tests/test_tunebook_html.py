@@ -17,6 +17,8 @@ from abcjax.cli import main
 from abcjax.corpus import read_corpus
 from conftest import BUNDLED_CORPUS
 
+pytestmark = pytest.mark.xdist_group("test_tunebook_html")  # one worker: its module fixture is built once
+
 HEADER = "% abcjax sample: checkpoint step 7 of /runs/tiny\n% seed 0, temperature 1.0"
 REJECTED = "T:Rejected\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|@ABcd dcBA|"  # abc2midi plays it; abcm2ps rejects the "@"
 BROKEN = "T:Broken\nK:Qxyz\n@@AB|"  # neither abc2midi nor abcm2ps reads it
