@@ -33,10 +33,11 @@ MODES = {
     "loc": "locrian",
 }
 _MODE_NAMES = ("major", "minor", "ionian", "aeolian", "mixolydian", "dorian", "phrygian", "lydian", "locrian")
+_ACCIDENTAL = r"[_^=]{1,2}[A-Ga-g]"  # an explicit accidental of K:, e.g. ^f
 # What may follow the tonic and mode in K: (ABC 2.1 section 3.1.14): explicit accidentals, clefs and
 # their settings, and words a clef is named by.
 _KEY_EXTRA = re.compile(
-    r"(?:[_^=]{1,2}[A-Ga-g]|exp|(?:clef|middle|transpose|octave|stafflines|staffscale|m)=\S+"
+    rf"(?:{_ACCIDENTAL}|exp|(?:clef|middle|transpose|octave|stafflines|staffscale|m)=\S+"
     r"|treble|bass|alto|tenor|perc|none|[+-]8)$",
     re.IGNORECASE,
 )
@@ -150,9 +151,9 @@ def parse_key(value: str | None) -> Key | None:
         tonic = match[1] + match[2]
         rest = text[match.end() :]
         words = rest.split()
-        glued = re.fullmatch(r"([A-Za-z]+)((?:[_^=]{1,2}[A-Ga-g])+)", words[0]) if words else None
+        glued = re.fullmatch(rf"([A-Za-z]+)((?:{_ACCIDENTAL})+)", words[0]) if words else None
         if glued and _is_mode_word(glued[1]):  # K:Dmix=c: accidentals against the mode, as abc2midi reads it
-            words[:1] = [glued[1], *re.findall(r"[_^=]{1,2}[A-Ga-g]", glued[2])]
+            words[:1] = [glued[1], *re.findall(_ACCIDENTAL, glued[2])]
         attached = rest[:1].isalpha()  # Dmix, Em: the mode written against the tonic
         first = words[0] if words and (attached or not _KEY_EXTRA.match(words[0])) else ""
         if first and not _is_mode_word(first):
