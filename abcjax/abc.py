@@ -123,7 +123,7 @@ def _checks(
         "headers_ok": not header_errors,
         "parses": parses,
         "bars_match_meter": has_music and meter_read and not bar_errors,
-        "repeats_balanced": has_music and abc_bars.repeats_balanced(reading.bar_lines),
+        "repeats_balanced": has_music and all(map(abc_bars.repeats_balanced, reading.bar_lines.values())),
         "meter": tune.field("M"),
         "key": None if key is None else notation.normalise_key(key),
         "num_bars": len(reading.bars),

@@ -115,11 +115,11 @@ class Bar:
 
 @dataclasses.dataclass
 class Reading:
-    """What reading a body found: each voice's bars, the bar lines in order, syntax errors and
+    """What reading a body found: each voice's bars and its bar lines in order, syntax errors and
     warnings, the number of notes and rests, and the body as abc2midi is given it."""
 
     voices: dict[str, list[Bar]]
-    bar_lines: list[BarLine]
+    bar_lines: dict[str, list[BarLine]]
     syntax_errors: list[str]
     syntax_warnings: list[str]
     num_notes: int
@@ -141,6 +141,7 @@ class _Voice:
     def __init__(self, meter: notation.Meter | None, unit: Fraction) -> None:
         self.meter, self.unit_ticks = meter, _ticks(unit)
         self.bars: list[Bar] = []
+        self.bar_lines: list[BarLine] = []
         self.opens: BarLine | None = None
         self.tuplet, self.tuplet_left = (1, 1), 0  # (q, p): the time of q notes for p; notes it applies to
         self.broken = (1, 1)  # what a broken rhythm mark leaves for the next note, as (numerator, denominator)
@@ -177,7 +178,6 @@ class _Reader:
         self.voices: dict[str, _Voice] = {}
         self.voice = self.switch_voice("")
         self.user_decorations = user_decorations
-        self.bar_lines: list[BarLine] = []
         self.errors: list[str] = []
         self.warnings: list[str] = []  # what a reader ignores: an undefined decoration letter
         self.num_notes = 0
@@ -343,7 +343,7 @@ class _Reader:
             section=text.strip(".") not in ("|", "[|]") or bool(ending),
             ending=ending,
         )
-        self.bar_lines.append(line)
+        voice.bar_lines.append(line)
         if voice.broken != (1, 1):
             self.error(f"broken rhythm runs into the bar line {text}")
             voice.broken = (1, 1)
@@ -388,8 +388,9 @@ def read_body(
         if voice.tuplet_left:
             reader.errors.append(f"line {reader.line}: tuplet left unfinished at the end")
     voices = {name: voice.bars for name, voice in reader.voices.items() if voice.bars}
+    bar_lines = {name: voice.bar_lines for name, voice in reader.voices.items() if voice.bar_lines}
     return Reading(
-        voices, reader.bar_lines, reader.errors, reader.warnings, reader.num_notes, written, reader.meter_unreadable
+        voices, bar_lines, reader.errors, reader.warnings, reader.num_notes, written, reader.meter_unreadable
     )
 
 

@@ -142,6 +142,11 @@ def test_a_batch_costs_two_abc2midi_runs_the_tune_as_read_and_as_written(monkeyp
     assert [tune_checks["parses"] for tune_checks in checks] == [True, False] * 50
 
 
+# A part closed by a first and a second ending, as Aird's (Tune 172) writes them; the next part, with
+# its pickup, starts after the second ending's `||`.
+AIRD_PART = "B2c d2e|dcB cBA|[1 B2c d2e|G3 G2:|[2 B2c d2e|"
+
+
 @pytest.mark.parametrize(
     ("meter", "body", "fits"),
     [
@@ -174,6 +179,12 @@ def test_a_batch_costs_two_abc2midi_runs_the_tune_as_read_and_as_written(monkeyp
         ("2/4", "DA dA|Z4|DA dA|", True),
         ("none", "DFA dAF|DF|D|", True),
         ("2+3/8", "DFA dA|DF ADF|", True),
+        ("6/8", "c|B2c d2e|dcB cBA|G2G [1 G2:|[2 G3||\nB2G GAB|c2c c3|]", True),
+        ("6/8", "c|B2c d2e|dcB cBA|G2G [1 G:|[2 G3||\nB2G GAB|c2c c3|]", False),
+        ("6/8", "c|B2c d2e|dcB cBA|G2G [1 G2:|[2 G2||\nB2G GAB|c2c c3|]", False),
+        ("6/8", "A|DFA dAF|GBd gd:|\n[1 f|gfe dcB|A3 A2:|", True),
+        ("6/8", f"g|{AIRD_PART}G3 G2||\nc|{AIRD_PART}G3 G3|]", True),
+        ("6/8", f"g|{AIRD_PART}G3 G2||\nd2|{AIRD_PART}G3 G3|]", False),
     ],
     ids=[
         "repeats-and-endings",
@@ -205,6 +216,12 @@ def test_a_batch_costs_two_abc2midi_runs_the_tune_as_read_and_as_written(monkeyp
         "multi-bar-rest",
         "free-meter",
         "additive-meter",
+        "first-ending-starts-mid-bar",
+        "first-ending-mid-bar-falls-short-the-first-time",
+        "first-ending-mid-bar-falls-short-the-second-time",
+        "a-repeat-end-before-a-first-ending-completes-the-pickup",
+        "part-after-a-second-ending-repeats-from-its-pickup",
+        "part-after-a-second-ending-with-a-pickup-too-long",
     ],
 )
 def test_full_bars_last_what_m_and_l_say(meter: str, body: str, fits: bool) -> None:
@@ -254,6 +271,8 @@ def test_an_unreadable_meter_fails_the_bar_check() -> None:
         ("|:DFA dAF|1 GBd gdB|2 AFD EFE||", False),
         ("|:DFA dAF|GBd gdB H[|]:|", True),
         ("|:DFA dAF:|\\\n|:GBd gdB:|", True),
+        ("V:1\nV:2\nK:D\n[V:1] |:d8|\n[V:2] |:D8|\n[V:1] d8:|\n[V:2] D8:|", True),
+        ("V:1\nV:2\nK:D\n[V:1] |:d8|\n[V:2] |:D8|\n[V:1] d8:|\n[V:2] D8|]", False),
     ],
     ids=[
         "start-and-end",
@@ -267,6 +286,8 @@ def test_an_unreadable_meter_fails_the_bar_check() -> None:
         "second-ending-before-repeat",
         "invisible-bar-line-then-repeat-end",
         "repeats-either-side-of-a-continuation",
+        "each-voice-repeats-on-its-own",
+        "a-voice-left-open",
     ],
 )
 def test_repeats_balanced(body: str, balanced: bool) -> None:

@@ -72,8 +72,9 @@ def test_the_reader_times_every_bar_of_the_bundled_corpus_as_the_judge_does():
     read, writable = _bar_ticks_read(BUNDLED, VOCAB)
     for tune, ticks in zip(BUNDLED, read, strict=True):
         assert ticks == _bar_ticks_judged(tune), tune
-    # Nearly every tune of the corpus is one the constrained sampler could have written itself.
-    assert writable.mean() > 0.97
+    # Nearly every tune of the corpus is one the constrained sampler could have written itself; 33 of the
+    # 804 start a first ending inside a split bar, which the sampler does not write (it made worse music).
+    assert writable.mean() > 0.95
 
 
 def test_the_reader_times_real_world_bars_as_the_judge_does_but_for_abc_the_sampler_never_writes():
@@ -125,7 +126,9 @@ def _allowed_after(prefix: str, options: grammar.Options = FREE) -> str:
         (HEAD + "abcd", "|:", "2abcdefgz[\n"),  # d2 would overfill
         (HEAD + "ab>", "abcd", "|\n2"),  # a broken rhythm's second note, of the first's length
         (HEAD + "abcd|ab", "cd", "\n"),  # mid-tune, a short bar ends only at a section edge
-        (HEAD + "abcd|ab|", "|]:1", "abcdz"),  # ... which must follow at once
+        (HEAD + "abcd|ab|", "|]:", "abcdz"),  # ... which must follow at once
+        (HEAD + "abcd|ab|", "", "1["),  # ... and is no first ending (docs/constrained-sampling.md says why)
+        (HEAD + "abcd|ab||cd|", "1", ""),  # the bar completed, an ending may start
         # What is opened closes before a bar line: a chord.
         (HEAD + "abcd|abc[d", "]ef", "|\n"),
         # Decorations spell a name ABC defines; a '!' right after a bar line may end the line instead.
@@ -205,7 +208,9 @@ def _sample_fake(taste, options: grammar.Options, max_length=600):
         (_overfilling, grammar.Options()),
         (_overfilling, grammar.Options(bars_per_part=4, parts=2)),
         (lambda char: 3.0 if char == "\n" else 0.0, grammar.Options()),  # any character, as likely
+        (lambda char: {"|": 3.0, "[": 3.0, "1": 3.0, "2": 3.0, ":": 2.0, "\n": 6.0}.get(char, 0.0), grammar.Options()),
     ],
+    ids=["overfilling", "overfilling-in-a-form", "any-character", "endings-everywhere"],
 )
 def test_a_fake_model_pulling_against_the_constraint_writes_only_tunes_the_judge_passes(taste, options):
     tunes, stuck = _sample_fake(taste, options)

@@ -12,9 +12,9 @@ from real_world_abc import collection_tunes
 
 # collection -> (tunes, not well-formed, bars that do not fill the meter, repeats not balanced)
 REJECTED = {
-    "oneills1850": (2009, 8, 247, 20),
+    "oneills1850": (2009, 8, 246, 20),
     "ryansMammoth": (1059, 31, 60, 8),
-    "airdsAirs": (1180, 10, 20, 15),
+    "airdsAirs": (1180, 10, 12, 14),
     "essenFolksong": (8514, 12, 4052, 0),
 }
 
