@@ -503,7 +503,7 @@ def _close_bar(t: _Consts, r: Reader, end, start, section, ending) -> tuple[Read
         section=jnp.where(empty, r.section | section, section),
         bars=r.bars + ~empty,
         part_pickup=jnp.where(~empty & (r.part_start == 1), jnp.where(below_meter, r.bar, 0), r.part_pickup),
-        part_start=jnp.where((end == 1) | (start == 1), 1, jnp.where(empty, r.part_start, 0)),
+        part_start=_starts_part(r, end, start, section, ending, empty),
         owed=jnp.where(empty, r.owed, jnp.where(split, r.meter - r.bar, 0)),
         needs_edge=jnp.where(empty, r.needs_edge & (section == 0), split & (section == 0)),
         ending_open=jnp.where(ending > 0, ending, jnp.where(section == 1, 0, r.ending_open)),
@@ -518,6 +518,14 @@ def _close_bar(t: _Consts, r: Reader, end, start, section, ending) -> tuple[Read
         bar_node=-1,
     )
     return reader, jnp.where(empty, -1, r.bar)
+
+
+def _starts_part(r: Reader, end, start, section, ending, empty) -> jax.Array:
+    """Whether the bar after this bar line starts a part that a `:|` may repeat, as the judge reads it
+    (abcjax.abc_bars): after `:|` or `|:`, but not in a second ending; after the `||` or `|]` that
+    closes a second ending."""
+    starts = (end == 1) | (start == 1) | ((r.ending_open == 2) & (section == 1))
+    return jnp.where(ending == 2, 0, jnp.where(starts, 1, jnp.where(empty, r.part_start, 0)))
 
 
 def _splits(r: Reader, end) -> jax.Array:

@@ -145,6 +145,9 @@ def _allowed_after(prefix: str, options: grammar.Options = FREE) -> str:
         # Endings: the first closes with :| (not ||, |] or |:), after which the second may come.
         (HEAD + "|:abcd|1abcd|", "abc", "|]:"),
         (HEAD + "|:abcd|1abcd:|", "2", ""),
+        # A part after a second ending starts after its ||: `ab:|` completes that part's pickup (ab), and
+        # the next bar owes nothing (had the second ending's `a` been the pickup, it would owe `ab`).
+        (HEAD + "|:abcd|1abcd:|2a|abcd||ab|abcd|ab:|abc", "d", ""),
     ],
 )
 def test_each_rule(prefix, allowed, refused):
