@@ -123,6 +123,8 @@ class Reader:
     field_line: jax.Array  # the last body line was a field line (no two in a row, nor one at the end)
     octave: jax.Array  # the note being written: 1 a lowercase letter (' may follow), 2 uppercase (,), 0 a rest
     marks: jax.Array  # octave marks written after it (two at most)
+    pitch: jax.Array  # the last note's staff step (C,, 0, C 14, c 21; -1: a rest or a chord)
+    tied: jax.Array  # the step a tie asks of the next note (-1: no tie open)
     accidental: jax.Array  # the code of the accidental written before a note (^^ and __ double it)
     part_bars: jax.Array  # bars of the part so far (its pickup aside), for bars_per_part
     parts: jax.Array  # parts finished
@@ -130,7 +132,7 @@ class Reader:
     ending_seen: jax.Array
     repeat_closed: jax.Array
     exact: jax.Array  # every duration so far was a whole number of ticks (reading odd ABC, it may not be)
-    line_start: jax.Array  # a body line's first character: 0 none yet, 1 a letter or '+', 2 another
+    line_start: jax.Array  # a body line's first character: 0 none yet, 1 one ':' may not follow, 2 past that
 
 
 def initial(like: jax.Array) -> Reader:
@@ -139,6 +141,8 @@ def initial(like: jax.Array) -> Reader:
     zero = jnp.zeros_like(like, jnp.int32)
     values = dict.fromkeys(Reader.__dataclass_fields__, zero)
     for name in ("node", "length_node", "bar_node", "part_pickup", "broken_length", "tuplet_length", "last_length"):
+        values[name] = zero - 1
+    for name in ("pitch", "tied"):
         values[name] = zero - 1
     for name in ("part_start", "exact"):
         values[name] = zero + 1
@@ -189,7 +193,7 @@ def check_primes(tables: Tables, primes: list[str], encoded) -> None:
                 raise AbcjaxError(
                     f"prime {number} {primes[number - 1]!r} breaks the ABC the constrained sampler writes at "
                     f"character {position + 1} ({primes[number - 1][position]!r}): start tunes with X:1\\n, "
-                    "or use --meter, --key and --unit to choose the header"
+                    "choose the header with --meter, --key and --unit, or sample freely with --no-constrain"
                 )
 
 
@@ -211,15 +215,15 @@ def _step(t, prepared: Prepared, char) -> tuple[Reader, jax.Array, jax.Array]:
 
 
 def _line_start(t, before: Reader, after: Reader, char, kind) -> tuple[Reader, jax.Array]:
-    """The judge reads a body line that starts with a letter (or '+') and ':' as a field line, so the
-    sampler writes no ':' second on a line but a field's (a line "b:|" is no note and repeat there)."""
+    """The judge reads a body line that starts with a letter (or '+') and ':' as a field line, and
+    abcm2ps any line whose second character is ':' after anything but '|' or ':' (" :|" is no sheet
+    music to it), so the sampler writes no ':' second on a line but a field's, or in '|:' and '::'."""
     code = t.code[char]
-    letter = ((code >= ord("a")) & (code <= ord("z"))) | ((code >= ord("A")) & (code <= ord("Z"))) | (code == ord("+"))
-    first = jnp.where(letter, 1, 2)
+    first = jnp.where((code == ord("|")) | (code == ord(":")), 2, 1)
     line_start = jnp.where(kind == grammar.NEWLINE, 0, jnp.where(before.line_start == 0, first, 2))
     body = before.mode >= B_LINE
     ok = ~(body & (kind == grammar.COLON) & (before.line_start == 1) & (before.mode != B_LETTER))
-    return after.replace(line_start=jnp.where(body, line_start, 0)), ok
+    return after.replace(line_start=jnp.where(body, line_start, 0).astype(jnp.int32)), ok  # not weakly typed
 
 
 def _by_mode(t, r: Reader, s: _Outlook, char, kind) -> tuple[Reader, jax.Array]:
@@ -262,6 +266,8 @@ class _Consts:
         self.token_start = jnp.array([start for _, _, start, _ in tokens], jnp.int32)
         self.token_ending = jnp.array([ending for _, _, _, ending in tokens], jnp.int32)
         self.token_section = jnp.array([spelling != "|" for spelling, _, _, _ in tokens], jnp.int32)
+        # The bar lines a tie may cross (no repeat sign or ending), as bits of _Outlook.tokens.
+        self.tie_bars = sum(1 << i for i, (_, end, start, ending) in enumerate(tokens) if not (end or start or ending))
 
 
 def _is(code: jax.Array, chars: str) -> jax.Array:
@@ -382,7 +388,29 @@ def _written_length(r: Reader):
 
 def _start_note(r: Reader, code, kind) -> Reader:
     """A note's letter or a rest: its length (and octave marks, for a note) may follow."""
-    return _set(_start_length(r, B_NOTE), octave=_case(code, kind), marks=0)
+    pitch = jnp.where(kind == grammar.REST, -1, _staff_step(code))
+    return _set(_start_length(r, B_NOTE), octave=_case(code, kind), marks=0, pitch=pitch)
+
+
+def _staff_step(code):
+    """A note letter's step on the staff before octave marks: C 14 ... B 20, c 21 ... b 27 (two
+    octaves of room below for C,, and the like)."""
+    lower = jnp.bitwise_or(code, 0x20)
+    return jnp.remainder(lower - ord("c"), 7) + jnp.where(code >= ord("a"), 21, 14)
+
+
+def _tie_allows_letter(r: Reader, code, kind) -> jax.Array:
+    """After a tie only a note of the tied pitch may come (abcm2ps refuses `G2-A` and `G2-G,` as a bad
+    tie; the judge's abc2midi plays them): its letter, with the octave marks it can still take, must
+    reach the tied step."""
+    gap = r.tied - _staff_step(code)
+    reach = jnp.where(code >= ord("a"), (gap == 0) | (gap == 7) | (gap == 14), (gap == 0) | (gap == -7) | (gap == -14))
+    return (r.tied < 0) | ((kind == grammar.NOTE) & reach)
+
+
+def _tie_allows_mark(r: Reader, code) -> jax.Array:
+    """An octave mark of a tied note may only move it toward the tied step."""
+    return (r.tied < 0) | jnp.where(code == ord(","), r.pitch > r.tied, r.pitch < r.tied)
 
 
 def _case(code, kind):
@@ -416,6 +444,7 @@ def _commit_note(t: _Consts, r: Reader, num, den, length_index) -> tuple[Reader,
     ok = (length_index >= 0) & exact & _fits(r, ticks * jnp.maximum(r.tuplet_left, 1))
     ok &= (r.broken_length < 0) | (length_index == r.broken_length)
     ok &= (r.tuplet_length < 0) | (length_index == r.tuplet_length)
+    ok &= (r.tied < 0) | (r.pitch == r.tied)
     tuplet_left = jnp.maximum(r.tuplet_left - 1, 0)
     reader = _set(
         r,
@@ -432,6 +461,7 @@ def _commit_note(t: _Consts, r: Reader, num, den, length_index) -> tuple[Reader,
         tuplet_left=tuplet_left,
         tuplet_length=jnp.where(tuplet_left > 0, length_index, -1),
         exact=r.exact & exact,
+        tied=-1,
     )
     return reader, ok
 
@@ -468,6 +498,10 @@ def _bar_line_ok(t: _Consts, r: Reader, end, start, section, ending) -> jax.Arra
     # Repeats, as abcjax.abc_bars.repeats_balanced counts them.
     ok &= ~((start == 1) & (r.repeat_open == 1) & (end == 0))
     ok &= ~((ending > 1) & ~((r.ending_seen == 1) & ((r.repeat_closed == 1) | (end == 1))))
+    # A tie crosses only a plain bar line, after a full bar: abcm2ps ties into every ending a repeat
+    # leads to, and calls `G4-:|[1 G ... :|[2 G,` a bad tie; a short bar would then need a section edge
+    # (`G3-|` in a first ending, which must close with :|), and a tie may cross none.
+    ok &= (r.tied < 0) | (full & (end == 0) & (start == 0) & (ending == 0))
     options = t.options
     if options.bars_per_part:
         part_bars = r.part_bars + _counts(r)
@@ -799,13 +833,13 @@ def _music(t, r, s, char, kind):
     bar_reader, bar_ok = _read_bar_char(t, _start_bar_line(r, 0, jnp.zeros_like(r.mode)), s, char, kind)
     ending_ok = (r.notes == 0) & free & (r.tuplet_left == 0) & _any(_reach(t, "bar", bracket_node), s.tokens)
     cases = [
-        (note, _start_note(r, code, kind), can_note),
+        (note, _start_note(r, code, kind), can_note & _tie_allows_letter(r, code, kind)),
         (kind == grammar.ACCIDENTAL, _set(r, mode=B_ACCIDENTAL, text=1, after_bar=0, accidental=code), can_note),
         (bar_start, bar_reader, free & (r.tuplet_left == 0) & bar_ok),
         (
             kind == grammar.LBRACKET,
             _set(r, mode=B_BRACKET, after_bar=0, bar_node=bracket_node),
-            can_note | ending_ok,
+            (can_note & (r.tied < 0)) | ending_ok,  # a tied note is no chord
         ),
         (kind == grammar.LBRACE, _set(r, mode=B_GRACE, text=0, after_bar=0), room & free & music),
         (kind == grammar.QUOTE, _set(r, mode=B_QUOTE, text=0, after_bar=0), room & free & music),
@@ -831,9 +865,15 @@ def _music(t, r, s, char, kind):
             (r.just_noted == 1)
             & (r.tuplet_left == 0)
             & (r.broken == 0)  # one mark: the corpus has no >> or <<, which leave the bar no way to fill
-            & _fits(r, r.last),
+            & _fits(r, r.last)
+            & _undotted(t, r.last_length),
         ),
-        (kind == grammar.TIE, _set(r, just_noted=0), (r.just_noted > 0) & (r.broken == 0)),
+        (
+            kind == grammar.TIE,
+            _set(r, just_noted=0, tied=r.pitch),
+            # After a note (no rest or chord), where the bar goes on or a plain bar line may end it.
+            (r.just_noted > 0) & (r.broken == 0) & (r.pitch >= 0) & (room | _any(t.tie_bars, s.tokens)),
+        ),
         (
             (kind == grammar.DECORATION) | (kind == grammar.DOT),
             _set(r, decorated=1, after_bar=0),
@@ -852,6 +892,13 @@ def _music(t, r, s, char, kind):
     return reader.replace(just_noted=jnp.where(keeps, reader.just_noted, 0)), ok
 
 
+def _undotted(t: _Consts, length_index) -> jax.Array:
+    """A length of a power of two units (1/2, 1, 2, 4, 8): only such a note may be dotted by a broken
+    rhythm, as in the corpus; abcm2ps draws no `f3/2>a3/2` or `f3>a3` ("Note too much dotted")."""
+    num = t.length_num[jnp.maximum(length_index, 0)]
+    return (length_index >= 0) & (jnp.bitwise_and(num, num - 1) == 0)
+
+
 def _broken_change(r: Reader, greater):
     """How a broken-rhythm mark changes the bar: the note before it grows (>) or shrinks (<) by its
     share of the note as written: 1/2 for the first mark, 1/4 for a second."""
@@ -865,7 +912,7 @@ def _accidental(t, r, s, char, kind):
     note = kind == grammar.NOTE
     reader = _select(note, _start_note(r, t.code[char], kind), _set(r, text=r.text + 1))
     double = (kind == grammar.ACCIDENTAL) & (r.text < 2) & (t.code[char] == r.accidental) & (r.accidental != ord("="))
-    return reader, note | double
+    return reader, (note & _tie_allows_letter(r, t.code[char], kind)) | double
 
 
 def _note(t, r, s, char, kind):
@@ -873,8 +920,11 @@ def _note(t, r, s, char, kind):
     committed the note already)."""
     length_reader, length_ok = _read_length_char(t, r, s, char, kind)
     octave = kind == grammar.OCTAVE
-    return _select(octave, _set(r, marks=r.marks + 1), length_reader), jnp.where(
-        octave, _octave_ok(r, t.code[char]), length_ok
+    code = t.code[char]
+    marked = _set(r, marks=r.marks + 1, pitch=r.pitch + jnp.where(code == ord(","), -7, 7))
+    pitched = (r.tied < 0) | (r.pitch == r.tied)  # no octave mark may follow a length
+    return _select(octave, marked, length_reader), jnp.where(
+        octave, _octave_ok(r, code) & _tie_allows_mark(r, code), length_ok & pitched
     )
 
 
@@ -896,8 +946,9 @@ def _bracket(t, r, s, char, kind):
         text=kind == grammar.ACCIDENTAL,
         octave=_case(t.code[char], kind),
         marks=0,
+        pitch=-1,  # no tie after a chord: abcm2ps ties its notes one by one
     )
-    chord_ok = ((kind == grammar.NOTE) | (kind == grammar.ACCIDENTAL)) & _can_start_note(t, s)
+    chord_ok = ((kind == grammar.NOTE) | (kind == grammar.ACCIDENTAL)) & _can_start_note(t, s) & (r.tied < 0)
     chord_ok &= _may_write_music(t, r)
     free = (r.tuplet_left == 0) & (r.broken == 0) & (r.decorated == 0) & (r.notes == 0)
     return _select(bar_char, bar_reader, chord_reader), jnp.where(bar_char, bar_ok & free, chord_ok)

@@ -198,7 +198,7 @@ class Options:
     meter: str | None = None  # only this M:, e.g. "6/8"
     key: str | None = None  # only this K: (its tonic and mode, however spelled), e.g. "D" or "Ador"
     unit: str | None = None  # only this L:, e.g. "1/8"
-    header_only: bool = False  # constrain the header alone (for --meter, --key, --unit without --constrain)
+    header_only: bool = False  # constrain the header alone (for --meter, --key, --unit with --no-constrain)
 
     def describe(self) -> str:
         """What was asked, as the tunebook's header records it, e.g. "constrained: 8 bars per part, 2 parts,
@@ -222,8 +222,13 @@ class Options:
             raise AbcjaxError(f"--meter {self.meter} is not one the sampler writes: choose from {', '.join(METERS)}")
         if self.unit is not None and self.unit not in UNITS:
             raise AbcjaxError(f"--unit {self.unit} is not one the sampler writes: choose from {', '.join(UNITS)}")
-        if self.key is not None and notation.parse_key(self.key) is None:
+        key = notation.parse_key(self.key) if self.key is not None else None
+        if self.key is not None and key is None:
             raise AbcjaxError(f"--key {self.key} is no key: give a tonic and mode, e.g. D, Em, Ador or G Mixolydian")
+        if key is not None and key.tonic and abs(_signature(key.tonic, key.mode)) > 7:
+            raise AbcjaxError(
+                f"--key {self.key} needs more than 7 sharps or flats: give its enharmonic key, e.g. Ab for G#"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +259,10 @@ def build_tables(vocab: tuple[str, ...], options: Options) -> Tables:
     options.check()
     for needed in "|:\n/ ABC":
         if needed not in vocab:
-            raise AbcjaxError(f"--constrain needs the character {needed!r} in the model's vocabulary; it has not")
+            raise AbcjaxError(
+                f"the constrained sampler needs the character {needed!r} in the model's vocabulary, which has "
+                "none: sample with --no-constrain"
+            )
     meters = [options.meter] if options.meter else list(METERS)
     units = [options.unit] if options.unit else list(UNITS)
     return Tables(
@@ -283,12 +291,29 @@ def _with_space(spellings: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, .
     return {value: (*words, *(f" {word}" for word in words)) for value, words in spellings.items()}
 
 
+# A key's place on the circle of fifths: its tonic's as a major key (sharps positive), moved by its mode.
+_TONIC_FIFTHS = {"F": -1, "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5}
+_MODE_FIFTHS = {
+    "major": 0, "ionian": 0, "lydian": 1, "mixolydian": -1, "dorian": -2,
+    "minor": -3, "aeolian": -3, "phrygian": -4, "locrian": -5,
+}  # fmt: skip
+
+
+def _signature(tonic: str, mode: str) -> int:
+    """Sharps (positive) or flats (negative) of a key's signature: G# major has 8, which no signature
+    holds (abcm2ps stops: "Too many sharps/flats")."""
+    shift = {"": 0, "#": 7, "b": -7}[tonic[1:]]
+    return _TONIC_FIFTHS[tonic[0]] + shift + _MODE_FIFTHS[mode]
+
+
 def _key_spellings(key: str | None) -> tuple[str, ...]:
-    """Every spelling of the keys allowed: all tonics and modes, or the one asked for."""
+    """Every spelling of the keys allowed: all tonics and modes whose signature has at most 7 sharps
+    or flats, or the one asked for."""
     wanted = notation.parse_key(key) if key else None
     spellings = []
     for tonic in (f"{letter}{accidental}" for letter in "ABCDEFG" for accidental in ("", "#", "b")):
         for mode, suffixes in _MODE_SPELLINGS.items():
-            if wanted is None or (wanted.tonic, wanted.mode) == (tonic, mode):
+            signature_ok = abs(_signature(tonic, mode)) <= 7
+            if signature_ok and (wanted is None or (wanted.tonic, wanted.mode) == (tonic, mode)):
                 spellings += [tonic + suffix for suffix in suffixes]
     return tuple(spellings)

@@ -17,8 +17,17 @@ USAGE_ERROR = 2
 CONFIG_OVERRIDE_COMMANDS = ("train", "bench", "compile")  # the commands that read a config file
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a mistake is one line naming it and the help to read: the usage of `abcjax
+    sample` alone runs to a dozen lines, which bury the mistake. Subcommands' parsers are of this
+    class too (argparse makes them of their parent's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists what it takes)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="abcjax", description="Train character-level LSTMs on ABC folk tunes, and generate tunes."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('abcjax')}")
@@ -53,11 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     form = sample.add_argument_group("meter-aware sampling (docs/constrained-sampling.md)")
     form.add_argument(
         "--constrain",
-        action="store_true",
-        help="write only well-formed ABC whose every bar fills its meter, by masking what would break it",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write only well-formed ABC whose every bar fills its meter, by masking what would break it "
+        "(the default); --no-constrain samples the model freely",
     )
-    form.add_argument("--bars_per_part", type=int, default=0, help="with --constrain: every part this many bars")
-    form.add_argument("--parts", type=int, default=0, help="with --constrain and --bars_per_part: this many parts")
+    form.add_argument("--bars_per_part", type=int, default=0, help="every part this many bars (constrained only)")
+    form.add_argument("--parts", type=int, default=0, help="with --bars_per_part: this many parts")
     form.add_argument("--meter", help="every tune in this meter, e.g. 6/8")
     form.add_argument("--key", help="every tune in this key, e.g. D, Em or Ador")
     form.add_argument("--unit", help="every tune with this unit note length, e.g. 1/8")
@@ -106,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--constrain",
         action="store_true",
-        help="also time sampling under `abcjax sample --constrain`, in turns with unconstrained sampling",
+        help="also time constrained sampling (`abcjax sample`'s default), in turns with free sampling",
     )
 
     compile_ = commands.add_parser(
@@ -157,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 def parse_command_line(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """The subcommand's arguments and its --config.KEY=VALUE overrides, as `abcjax` reads them.
 
-    Exits as argparse does: 2 with a usage line for a mistake, 0 after --help or --version, and 0 after
+    Exits as argparse does: 2 with an error line for a mistake, 0 after --help or --version, and 0 after
     the help when no command is given, since a bare `abcjax` is someone asking what it does.
     """
     parser = _parser()

@@ -59,9 +59,9 @@ def constraint_options(
     constrain: bool, bars_per_part: int, parts: int, meter: str | None, key: str | None, unit: str | None
 ) -> grammar.Options | None:
     """What the constrained sampler is asked for, or None: --meter, --key and --unit alone constrain
-    the header only; --bars_per_part and --parts need --constrain."""
+    the header only under --no-constrain; --bars_per_part and --parts need the body constrained."""
     if (bars_per_part or parts) and not constrain:
-        raise AbcjaxError("--bars_per_part and --parts shape the body: add --constrain")
+        raise AbcjaxError("--bars_per_part and --parts shape the body, which --no-constrain leaves free: drop one")
     if not constrain and meter is None and key is None and unit is None:
         return None
     options = grammar.Options(bars_per_part, parts, meter, key, unit, header_only=not constrain)
@@ -226,7 +226,7 @@ def tunebook_header(request: SampleRequest, choice: Choice, num_tunes: int, note
         f"% seed {request.seed}, temperature {options.temperature}, top_k {options.top_k}, "
         f"top_p {options.top_p}, max_length {options.max_length}",
         f"% primes {json.dumps(list(request.primes))}",
-        *([f"% {options.constraint.describe()}"] if options.constraint else []),
+        f"% {options.constraint.describe() if options.constraint else 'unconstrained (--no-constrain)'}",
         *(f"% {note}" for note in notes),
     ]
     if num_tunes < request.num_tunes:

@@ -79,8 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.sample_tunes = 64
     # Characters per sampled tune at most.
     config.train.sample_max_length = 600
-    # Sample them as `abcjax sample --constrain` does: well-formed, every bar full, by construction; the
-    # figures then show what the model writes within those bounds (copying, variety).
+    # Sample them as `abcjax sample` does by default: well-formed, every bar full, by construction; the
+    # figures then show only what the model writes within those bounds (copying, variety). Off, they
+    # are free tunes, whose form shows how far the model itself has learned ABC.
     config.train.sample_constrained = False
     # Of those, how many also go to TensorBoard as sound (abc2midi, then fluidsynth or timidity; 0: none).
     config.train.sample_audio_tunes = 2

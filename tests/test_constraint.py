@@ -17,6 +17,7 @@ from abcjax import abc, corpus
 from abcjax import abc_constraint as constraint
 from abcjax import abc_grammar as grammar
 from abcjax.data import END_OF_TUNE, Vocabulary
+from abcjax.errors import AbcjaxError
 from abcjax.sample import SamplingOptions, encode_primes, sample_chunk, tune_keys
 from conftest import BUNDLED_CORPUS, run_abcjax
 
@@ -121,10 +122,13 @@ def _allowed_after(prefix: str, options: grammar.Options = FREE) -> str:
         ("X:1\nT:T\nM:2/4\n", "KLQ", "XM"),  # no second M:
         ("X:1\nT:T\nM:", "2369C", "78abz"),  # 7/8 is not a meter the tables list
         ("X:1\nT:T\nM:2/4\nL:1/", "8", "357"),
+        ("X:1\nT:T\nM:2/4\nK:E#", "l", "m\n"),  # keys of 7 sharps or flats at most (E# locrian has 6)
         # A bar fills exactly: a pickup may be short; a full bar takes a bar line and no more notes.
         (HEAD + "abc", "d|", ""),
         (HEAD + "abcd", "|:", "2abcdefgz[\n"),  # d2 would overfill
         (HEAD + "ab>", "abcd", "|\n2"),  # a broken rhythm's second note, of the first's length
+        (HEAD + "a2", "><", ""),
+        (HEAD + "a3/2", " b", "><"),  # a dotted note is not dotted again (abcm2ps: too much dotted)
         (HEAD + "abcd|ab", "cd", "\n"),  # mid-tune, a short bar ends only at a section edge
         (HEAD + "abcd|ab|", "|]:", "abcdz"),  # ... which must follow at once
         (HEAD + "abcd|ab|", "", "1["),  # ... and is no first ending (docs/constrained-sampling.md says why)
@@ -135,8 +139,23 @@ def _allowed_after(prefix: str, options: grammar.Options = FREE) -> str:
         (HEAD + "abcd|!tr", "i", "!xa|"),
         (HEAD + "abcd|!trill", "!", "xa|"),
         (HEAD + "abcd|!", "\ntrf", "xq|"),
-        # A line that starts with a letter and ':' is a field line to the judge: no "b:|" at a line's start.
+        # A line that starts with a letter and ':' is a field line to the judge: no "b:|" at a line's start;
+        # to abcm2ps so is one that starts with anything but '|' or ':' (" :|" is no sheet music).
         (HEAD + "abcd|\nb", "c|", ":"),
+        (HEAD + "abcd|\n ", "c|", ":"),
+        (HEAD + "abcd|\n|", ":", ""),
+        # A tie joins two notes of one pitch (abcm2ps refuses `b-c` and `b-B`), never after a rest or chord.
+        (HEAD + "ab-", "b^= ", "aBc'z[|"),
+        (HEAD + "ab-=", "b", "aBc"),
+        (HEAD + "aB,-", "B", "bz"),
+        (HEAD + "aB,-B", ",", "2/ |'"),  # the octave mark comes before anything else
+        (HEAD + "aB,-B,", "2/ ", ",'"),
+        (HEAD + "ab-b", "2/ |", "',"),
+        (HEAD + "az", "2/ |", "-"),
+        (HEAD + "a[bd]", " |", "-"),
+        (HEAD + "|:abcd|abcd-", "|", ":"),  # a tie crosses no repeat sign or ending (abcm2ps: a bad tie)
+        (HEAD + "|:abcd|abcd-|", "d|", ":1["),
+        (HEAD + "|:abcd|[1 ab-", "b", "|:"),  # no short bar: its edge would have to be a repeat
         # Line breaks after bar lines; the tune ends only after a bar line, with its repeats closed.
         (HEAD + "abcd|abcd", "|", "\n"),
         (HEAD + "abcd|abcd|\n", "\nabc", ""),
@@ -244,7 +263,7 @@ def _sample_cli(workdir, tmp_path, name, *flags, devices=1):
 
 
 def test_constrained_tunes_of_a_real_model_pass_the_judge_and_do_not_depend_on_the_device_count(tiny_workdir, tmp_path):
-    form = ["--constrain", "--bars_per_part", "4", "--parts", "2", "--meter", "6/8", "--key", "D"]
+    form = ["--bars_per_part", "4", "--parts", "2", "--meter", "6/8", "--key", "D"]
     form += ["--prime", "X:1\\nT:t\\nM:6/8\\nK:D\\n"]  # the barely trained model's headers run long
     book, one = _sample_cli(tiny_workdir, tmp_path, "one", *form)
     _, four = _sample_cli(tiny_workdir, tmp_path, "four", *form, devices=4)
@@ -262,9 +281,20 @@ def test_constrained_tunes_of_a_real_model_pass_the_judge_and_do_not_depend_on_t
 
 def test_a_prime_the_constraint_would_not_write_is_refused_in_one_line(tiny_workdir, tmp_path):
     result = run_abcjax(
-        "sample", "--workdir", str(tiny_workdir), "--constrain", "--prime", "X:1\\nK:D\\n", "--out", str(tmp_path / "t")
+        "sample", "--workdir", str(tiny_workdir), "--prime", "X:1\\nK:D\\n", "--out", str(tmp_path / "t")
     )
     assert result.returncode != 0
     assert "breaks the ABC the constrained sampler writes at character 5 ('K')" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_a_vocabulary_without_bar_lines_is_refused_with_the_way_out():
+    with pytest.raises(AbcjaxError, match="needs the character '|' in the model's vocabulary.*--no-constrain"):
+        grammar.build_tables(tuple(sorted(set("X:1\nT:t\nM:2/4\nL:1/8\nK:D\nABC/ ab"))), grammar.Options())
+
+
+def test_a_key_no_signature_holds_is_refused_with_its_enharmonic_way_out():
+    with pytest.raises(AbcjaxError, match="--key G# needs more than 7 sharps or flats"):
+        grammar.Options(key="G#").check()
+    grammar.Options(key="Ab").check()

@@ -27,14 +27,16 @@ def _eval_bpc(workdir, step: int) -> float:
 
 
 def test_same_tunes_on_one_and_four_devices_and_on_every_rerun(tmp_path, tiny_workdir):
-    one, result = _sample_files(tmp_path, tiny_workdir, "one", "--num_tunes", "6")
-    again, _ = _sample_files(tmp_path, tiny_workdir, "again", "--num_tunes", "6")
-    four, _ = _sample_files(tmp_path, tiny_workdir, "four", "--num_tunes", "6", "--batch_size", "4", devices=4)
+    # tests/test_constraint.py checks the same of constrained sampling.
+    free = ("--num_tunes", "6", "--no-constrain")
+    one, result = _sample_files(tmp_path, tiny_workdir, "one", *free)
+    again, _ = _sample_files(tmp_path, tiny_workdir, "again", *free)
+    four, _ = _sample_files(tmp_path, tiny_workdir, "four", *free, "--batch_size", "4", devices=4)
     assert one == again == four
     assert "sampled 6 tunes" in result.stdout and "tunes/s" in result.stdout and "chars/s" in result.stdout
 
 
-def test_tunebook_is_numbered_with_a_header_and_blank_lines(tmp_path, tiny_workdir):
+def test_tunebook_of_the_default_sampler_is_numbered_with_a_header_and_blank_lines(tmp_path, tiny_workdir):
     text, _ = _sample_files(tmp_path, tiny_workdir, "book", "--num_tunes", "3", "--seed", "7", "--temperature", "0.5")
     header, *tunes, after_last = text.decode().split("\n\n")
     assert header.splitlines() == [
@@ -42,14 +44,17 @@ def test_tunebook_is_numbered_with_a_header_and_blank_lines(tmp_path, tiny_workd
         f"of {tiny_workdir}",
         "% seed 7, temperature 0.5, top_k 0, top_p 1.0, max_length 80",
         '% primes ["X:1\\n"]',
+        "% constrained: well-formed, every bar full",
     ]
     assert [tune.splitlines()[0] for tune in tunes] == ["X:1", "X:2", "X:3"]
     assert after_last == ""  # the last tune ends with its blank line too
 
 
 def test_the_tunebook_header_says_what_a_header_constraint_asked(tmp_path, tiny_workdir):
-    # tests/test_constraint.py checks the line of a full --constrain.
-    text, _ = _sample_files(tmp_path, tiny_workdir, "book", "--num_tunes", "2", "--meter", "6/8", "--key", "Ador")
+    text, _ = _sample_files(tmp_path, tiny_workdir, "free", "--num_tunes", "2", "--no-constrain")
+    assert text.decode().split("\n\n")[0].splitlines()[3] == "% unconstrained (--no-constrain)"
+    form = ("--num_tunes", "2", "--meter", "6/8", "--key", "Ador", "--no-constrain")
+    text, _ = _sample_files(tmp_path, tiny_workdir, "book", *form)
     assert text.decode().split("\n\n")[0].splitlines()[3] == "% header constrained, meter 6/8, key Ador"
 
 
@@ -71,6 +76,7 @@ def test_split_dir_and_jsonl_hold_every_tune(tmp_path, tiny_workdir):
                 str(jsonl),
                 "--step",
                 "2",
+                "--no-constrain",
             ]
         )
     assert exit_info.value.code == 0
@@ -101,6 +107,7 @@ def test_split_dir_keeps_no_tune_of_an_earlier_larger_run(tmp_path, tiny_workdir
             "30",
             "--split_dir",
             str(split_dir),
+            "--no-constrain",
         )
         assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in split_dir.iterdir()) == ["notes.txt", "tune-0001.abc", "tune-0002.abc"]
@@ -111,7 +118,8 @@ def test_prime_file_primes_are_cycled_over_the_tunes(tmp_path, tiny_workdir):
     primes.write_text("X:1\\nM:6/8\\nK:D\\n\nX:1\\nM:4/4\\nK:G\\n\n")
     jsonl = tmp_path / "t.jsonl"
     result = run_abcjax(
-        "sample", "--workdir", str(tiny_workdir), "--num_tunes", "4", "--prime_file", str(primes), "--jsonl", str(jsonl)
+        *("sample", "--workdir", str(tiny_workdir), "--num_tunes", "4", "--prime_file", str(primes)),
+        *("--jsonl", str(jsonl), "--no-constrain"),
     )
     assert result.returncode == 0, result.stderr
     starts = [json.loads(line)["abc"][:16] for line in jsonl.read_text().splitlines()]
@@ -148,7 +156,7 @@ def test_a_stopped_run_writes_the_tunes_finished_so_far(tmp_path, tiny_workdir, 
     out = tmp_path / "stopped.abc"
     stdout, stderr, returncode = interrupt_abcjax(
         *("sample", "--workdir", str(tiny_workdir), "--out", str(out), "--jsonl", str(tmp_path / "stopped.jsonl")),
-        *("--num_tunes", "100000", "--batch_size", "2", "--max_length", "80"),
+        *("--num_tunes", "100000", "--batch_size", "2", "--max_length", "80", "--no-constrain"),
         when=lambda line: line.startswith("  16/100000 tunes"),
         how=_send(signum, times),
     )
@@ -161,5 +169,7 @@ def test_a_stopped_run_writes_the_tunes_finished_so_far(tmp_path, tiny_workdir, 
         assert finished >= 32  # the chunk under way when the signal came was kept
     assert f"stopped by {signal.Signals(signum).name} after {finished} of 100000 tunes" in stdout
     assert len((tmp_path / "stopped.jsonl").read_text().splitlines()) == finished
-    whole, _ = _sample_files(tmp_path, tiny_workdir, "whole", "--num_tunes", str(finished), "--batch_size", "2")
+    whole, _ = _sample_files(
+        tmp_path, tiny_workdir, "whole", "--num_tunes", str(finished), "--batch_size", "2", "--no-constrain"
+    )
     assert whole.decode().split("\n\n", 1) == [header.rsplit("\n", 1)[0], body]

@@ -27,6 +27,7 @@ from conftest import abc_tune, interrupt_abcjax, run_abcjax, run_python
 PRIME = abc_tune() + "\n"
 ADDED = 5  # characters the model adds to PRIME
 PRIME_FLAG = PRIME.replace("\n", "\\n")
+FREE = "--no-constrain"  # the tiny model's free tunes pass now and then: what selection is for
 REQUIRED = ("well_formed", "bars_match_meter")
 
 
@@ -97,7 +98,7 @@ def _sample(workdir, tmp_path, name, *args, devices=1):
     out, jsonl = tmp_path / f"{name}.abc", tmp_path / f"{name}.jsonl"
     result = run_abcjax(
         *("sample", "--workdir", str(workdir), "--out", str(out), "--jsonl", str(jsonl)),
-        *("--prime", PRIME_FLAG, "--max_length", str(len(PRIME) + ADDED), "--require", ",".join(REQUIRED), *args),
+        *("--prime", PRIME_FLAG, "--max_length", str(len(PRIME) + ADDED), "--require", ",".join(REQUIRED), FREE, *args),
         devices=devices,
     )
     records = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
@@ -139,7 +140,7 @@ def test_a_requirement_nothing_meets_writes_nothing(tmp_path, tiny_workdir, caps
     with pytest.raises(SystemExit) as exit_info:
         main(
             ["sample", "--workdir", str(tiny_workdir), "--out", str(out), "--num_tunes", "2", "--max_length", "40"]
-            + ["--require", "well_formed", "--max_candidates", "16"]
+            + ["--require", "well_formed", "--max_candidates", "16", FREE]
         )
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
@@ -151,7 +152,7 @@ def test_ctrl_c_writes_the_tunes_passed_in_the_chunks_judged(tmp_path, tiny_work
     out = tmp_path / "stopped.abc"
     stdout, stderr, returncode = interrupt_abcjax(
         *("sample", "--workdir", str(tiny_workdir), "--out", str(out), "--num_tunes", "100000", "--batch_size", "8"),
-        *("--prime", PRIME_FLAG, "--max_length", str(len(PRIME) + ADDED), "--require", "well_formed"),
+        *("--prime", PRIME_FLAG, "--max_length", str(len(PRIME) + ADDED), "--require", "well_formed", FREE),
         when=lambda line: "/100000 tunes (" in line and not line.startswith("  0/"),
         how=lambda process: process.send_signal(signal.SIGINT),
     )
@@ -174,7 +175,8 @@ def test_the_judging_workers_exit_when_sampling_is_killed(tmp_path, tiny_workdir
 
     interrupt_abcjax(
         *("sample", "--workdir", str(tiny_workdir), "--out", str(tmp_path / "killed.abc"), "--num_tunes", "100000"),
-        *("--batch_size", "8", "--prime", PRIME_FLAG, "--max_length", str(len(PRIME) + ADDED), "--require", "novel"),
+        *("--batch_size", "8", "--prime", PRIME_FLAG, "--max_length", str(len(PRIME) + ADDED)),
+        *("--require", "novel", FREE),
         when=lambda line: "/100000 tunes (" in line,
         how=kill,
     )
