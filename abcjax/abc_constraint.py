@@ -140,9 +140,8 @@ def initial(like: jax.Array) -> Reader:
     under shard_map, a carry must be typed as the loop's other per-slot values are)."""
     zero = jnp.zeros_like(like, jnp.int32)
     values = dict.fromkeys(Reader.__dataclass_fields__, zero)
-    for name in ("node", "length_node", "bar_node", "part_pickup", "broken_length", "tuplet_length", "last_length"):
-        values[name] = zero - 1
-    for name in ("pitch", "tied"):
+    minus_one = ("node", "length_node", "bar_node", "part_pickup", "broken_length", "tuplet_length", "last_length")
+    for name in (*minus_one, "pitch", "tied"):
         values[name] = zero - 1
     for name in ("part_start", "exact"):
         values[name] = zero + 1

@@ -23,7 +23,7 @@ class _OneLineErrors(argparse.ArgumentParser):
     class too (argparse makes them of their parent's)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists what it takes)\n")
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (`{self.prog} --help` lists what it takes)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
