@@ -73,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--key", help="every tune in this key, e.g. D, Em or Ador")
     form.add_argument("--unit", help="every tune with this unit note length, e.g. 1/8")
     sample.add_argument("--max_length", type=int, default=1000, help="characters per tune at most, prime included")
-    sample.add_argument("--batch_size", type=int, default=1024, help="tunes written at once, split over devices")
+    sample.add_argument(
+        "--batch_size",
+        type=int,
+        help="tunes written at once, split over devices (default: on a CPU about num_tunes / 8, each slot "
+        "writing several tunes; on a GPU or TPU up to 1024)",
+    )
     sample.add_argument(
         "--step",
         type=_step_choice,

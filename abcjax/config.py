@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from abcjax import transpose
 from abcjax.errors import AbcjaxError
 
 OVERRIDE_PREFIX = "--config."
@@ -111,6 +112,7 @@ _RULES = (
     ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
     ("data.seq_length", lambda v: v >= 1, "at least 1"),
     ("data.val_fraction", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.transpose", lambda v: isinstance(v, tuple) and transpose.valid_shifts(v), transpose.SHIFTS_WANTED),
     ("model.embed_dim", lambda v: v >= 1, "at least 1"),
     ("model.hidden_size", lambda v: v >= 1, "at least 1"),
     ("model.num_layers", lambda v: v >= 1, "at least 1"),

@@ -15,6 +15,7 @@ import numpy as np
 from abcjax import copying
 from abcjax.errors import AbcjaxError
 from abcjax.parallel import round_up
+from abcjax.transpose import transposed
 
 # A tune's text ends with its last line; "\n\n" closes the line and leaves a blank one.
 END_OF_TUNE = "\n\n"
@@ -82,23 +83,34 @@ class Dataset:
     vocab: Vocabulary
     train_tokens: np.ndarray  # [train characters] int32
     val_tokens: np.ndarray  # [validation characters] int32, empty when validation is off
-    num_train_tunes: int
+    num_train_tunes: int  # the corpus's, transposed copies aside
     num_val_tunes: int
     train_phrases: frozenset[int]  # the training tunes' phrases (abcjax.copying), which new tunes must not copy
+    num_transposed: int = 0  # transposed copies of training tunes in train_tokens (data.transpose)
 
 
-def make_dataset(tunes: tuple[str, ...], seq_length: int, val_fraction: float, seed: int, source: str) -> Dataset:
-    """Builds the vocabulary from the whole corpus, so every validation character is encodable."""
+def make_dataset(
+    tunes: tuple[str, ...],
+    seq_length: int,
+    val_fraction: float,
+    seed: int,
+    source: str,
+    transpose: tuple[int, ...] = (),
+) -> Dataset:
+    """Builds the vocabulary from the whole corpus and the transposed copies, so that every character
+    is encodable. The copies (abcjax.transpose) follow the training tunes; a new tune that copies
+    phrases counts as copied against the corpus's tunes, as written."""
     train, val = split_tunes(tunes, val_fraction, seed)
-    vocab = Vocabulary.from_texts(list(tunes))
-    train_tokens = vocab.encode(join_tunes(train))
+    copies = transposed(train, tuple(transpose))
+    vocab = Vocabulary.from_texts(list(tunes) + copies)
+    train_tokens = vocab.encode(join_tunes(train + copies))
     if len(train_tokens) < seq_length + 1:
         raise AbcjaxError(
             f"{source}: the training text has {len(train_tokens)} characters, fewer than one window of "
             f"data.seq_length + 1 = {seq_length + 1}: use more tunes or a smaller data.seq_length"
         )
     phrases = copying.phrases_of([copying.tune_bars(tune) for tune in train])
-    return Dataset(vocab, train_tokens, vocab.encode(join_tunes(val)), len(train), len(val), phrases)
+    return Dataset(vocab, train_tokens, vocab.encode(join_tunes(val)), len(train), len(val), phrases, len(copies))
 
 
 def sample_window_starts(key: jax.Array, num_tokens: int, seq_length: int, batch_size: int) -> jax.Array:

@@ -26,6 +26,8 @@ from abcjax.metrics import format_duration, say
 from abcjax.sample import DEFAULT_PRIME, SampledTune, SamplingOptions, make_sampler
 from abcjax.trained import load_trained
 
+MAX_SLOTS = 1024  # tunes written at once when --batch_size is not given, at most
+
 
 @dataclasses.dataclass(frozen=True)
 class SampleRequest:
@@ -35,7 +37,7 @@ class SampleRequest:
     seed: int = 0
     options: SamplingOptions = SamplingOptions()
     primes: tuple[str, ...] = (DEFAULT_PRIME,)
-    batch_size: int = 1024
+    batch_size: int | None = None  # slots, tunes written at once; None: chosen (see sampling_slots)
     step: str | int = "best"  # "best", "latest" or a step number
     split_dir: str | None = None
     jsonl: str | None = None
@@ -88,11 +90,27 @@ class SampleResult:
     stopped_by_signal: int | None  # SIGINT or SIGTERM when sampling was interrupted
 
 
+def sampling_slots(num_tunes: int, batch_size: int | None, required: bool, mesh) -> int:
+    """How many tunes the sampler writes at once: `batch_size` if given (at most `num_tunes`).
+
+    Chosen, it is about num_tunes / TUNES_PER_SLOT (selection.batch_size_for, at most MAX_SLOTS) on a
+    CPU, where a step's time grows with the slots: a slot whose tune ends starts the next, so a few
+    slots writing several tunes each keep busy, where one tune per slot leaves most slots idle while
+    the longest tunes finish (1,000 demo tunes: 20 s at 128 slots against 45 s at 1,024). On a GPU or
+    TPU a step takes about as long for any slot count, so there it is as many as num_tunes, up to
+    MAX_SLOTS. A required run (--require) takes about num_tunes / TUNES_PER_SLOT slots anywhere: its
+    chunks, which come in multiples of the slot count, then end close to the candidates needed.
+    """
+    if required or (batch_size is None and jax.default_backend() == "cpu"):
+        return selection.batch_size_for(num_tunes, batch_size or MAX_SLOTS, mesh)
+    return min(batch_size or MAX_SLOTS, parallel.round_up_to_devices(num_tunes, mesh))
+
+
 def generate(request: SampleRequest) -> SampleResult:
     """Samples the tunes of `request` and writes every output it asks for (the finished ones, if stopped)."""
     if request.num_tunes < 1:
         raise AbcjaxError(f"--num_tunes {request.num_tunes} must be at least 1")
-    if request.batch_size < 1:
+    if request.batch_size is not None and request.batch_size < 1:
         raise AbcjaxError(f"--batch_size {request.batch_size} must be at least 1")
     if not 0 <= request.seed < 2**32:
         raise AbcjaxError(f"--seed {request.seed} must be in [0, 2**32)")
@@ -104,9 +122,7 @@ def generate(request: SampleRequest) -> SampleResult:
         else None
     )
     mesh = parallel.make_mesh()
-    batch_size = min(request.batch_size, parallel.round_up_to_devices(request.num_tunes, mesh))
-    if requirement:  # fewer slots: chunks come in multiples of them, and can end close to the candidates needed
-        batch_size = selection.batch_size_for(request.num_tunes, request.batch_size, mesh)
+    batch_size = sampling_slots(request.num_tunes, request.batch_size, bool(requirement), mesh)
     parallel.check_divisible(batch_size, mesh, "--batch_size")
     trained = load_trained(request.workdir, request.step, mesh)
     sampler = make_sampler(trained.model, trained.vocab, mesh, request.options, list(request.primes))

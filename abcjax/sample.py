@@ -152,7 +152,9 @@ def _sample_step(state, tokens_to_logits: TokensToLogits, options: SamplingOptio
     logits, carry, noise = jax.vmap(functools.partial(_model_step, tokens_to_logits=tokens_to_logits))(token, slots)
     prepared = None if tables is None else jax.vmap(lambda reader: constraint.prepare(tables, reader))(slots.reader)
     priming = slots.position + 1 < slots.prime_length
-    sampled, stuck = _choose(logits, noise, prepared, ~priming, options, tables)
+    # Idle slots (no tune left for them) are not judged: their readers rest at a tune's end, where
+    # every character is refused, and judging their whole vocabulary each step would slow the drain.
+    sampled, stuck = _choose(logits, noise, prepared, active & ~priming, options, tables)
     next_token = jnp.where(priming, following, sampled).astype(jnp.int32)
     stuck &= ~priming
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), next_token[:, None], axis=-1)[:, 0]

@@ -73,11 +73,10 @@ def load_requirement(
 
 
 def batch_size_for(num_tunes: int, batch_size: int, mesh: Mesh) -> int:
-    """Slots for a required run: about num_tunes / TUNES_PER_SLOT, so that chunks, which come in
-    multiples of the slot count, end close to the candidates still needed and hold about
-    TUNES_PER_SLOT tunes per slot, as unrequired chunks do; but at least MIN_SLOTS (or num_tunes, if
-    fewer), since fewer slots leave a CPU's or an accelerator's matrix units mostly idle; at most
-    batch_size."""
+    """Slots that each write about TUNES_PER_SLOT of num_tunes tunes (for a required run, and for any
+    run on a CPU: generate.sampling_slots): chunks, which come in multiples of the slot count, then end
+    close to the tunes or candidates still needed; but at least MIN_SLOTS (or num_tunes, if fewer),
+    since fewer slots leave a CPU's or an accelerator's matrix units mostly idle; at most batch_size."""
     slots = max(math.ceil(num_tunes / TUNES_PER_SLOT), min(num_tunes, MIN_SLOTS))
     return min(batch_size, round_up_to_devices(slots, mesh))
 

@@ -107,6 +107,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str, 
         config.data.val_fraction,
         config.seed,
         config.data.path,
+        config.data.transpose,
     )
     model = CharLstm(ModelConfig.from_config(config, dataset.vocab.size))
     tx = steps.make_optimizer(config)

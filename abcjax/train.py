@@ -67,10 +67,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
     tunes = corpus.read_corpus(config.data.path, deduplicate=True)
     metrics.say(tunes.report.summary())
     dataset = data.make_dataset(
-        tunes.tunes, config.data.seq_length, config.data.val_fraction, config.seed, config.data.path
+        tunes.tunes,
+        config.data.seq_length,
+        config.data.val_fraction,
+        config.seed,
+        config.data.path,
+        config.data.transpose,
     )
+    copies = f" + {dataset.num_transposed} transposed {config.data.transpose}" if dataset.num_transposed else ""
     metrics.say(
-        f"vocabulary {dataset.vocab.size} characters; train {dataset.num_train_tunes} tunes "
+        f"vocabulary {dataset.vocab.size} characters; train {dataset.num_train_tunes} tunes{copies} "
         f"({len(dataset.train_tokens):,} chars), validation {dataset.num_val_tunes} tunes "
         f"({len(dataset.val_tokens):,} chars)"
     )

@@ -5,8 +5,9 @@ import signal
 
 import pytest
 
+from abcjax import parallel
 from abcjax.cli import main
-from abcjax.generate import numbered_tune
+from abcjax.generate import numbered_tune, sampling_slots
 from abcjax.sample import SampledTune
 from conftest import interrupt_abcjax, run_abcjax
 
@@ -24,6 +25,15 @@ def _eval_bpc(workdir, step: int) -> float:
     """The validation bits/char the run logged at `step`."""
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return next(line["eval_bpc"] for line in lines if line["step"] == step)
+
+
+def test_on_a_cpu_each_slot_writes_several_tunes_unless_batch_size_says_otherwise():
+    """On a CPU a step's time grows with the slots, so a run is given about num_tunes / 8 of them (at
+    least 32, at most 1,024); --batch_size is taken as given; --require chunks like a CPU run anywhere."""
+    mesh = parallel.make_mesh()
+    assert [sampling_slots(n, None, False, mesh) for n in (1, 10, 100, 1000, 100_000)] == [1, 10, 32, 125, 1024]
+    assert [sampling_slots(1000, b, False, mesh) for b in (4, 1024, 5000)] == [4, 1000, 1000]
+    assert [sampling_slots(1000, b, True, mesh) for b in (None, 64)] == [125, 64]
 
 
 def test_same_tunes_on_one_and_four_devices_and_on_every_rerun(tmp_path, tiny_workdir):
